@@ -1,0 +1,164 @@
+"""``python -m tools``: the project's command line (the Makefile targets call it).
+
+Commands:
+  setup    create or refresh .venv from tools/requirements-cpu.txt (standard library only)
+  fetch    download the pinned wheel into the cache and check its sha256
+  apply    build the patched SGLang tree (build/sglang): base + series + overlay + CPU
+  export   write patches/, patches/cpu/ and overlay/ back from the tree
+  verify   check the series on a fresh pinned tree: applies, compiles, formatted, guards
+  guard    run the implicit-string-concatenation guard on given Python files
+
+A ToolError is printed as ``error: ...`` without a traceback; the exit status is 2.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from tools import PROJECT_ROOT, ToolError
+
+
+def _add_path_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pin", type=Path, default=PROJECT_ROOT / "pin.toml", help="pin file"
+    )
+    parser.add_argument(
+        "--patches-dir",
+        type=Path,
+        default=PROJECT_ROOT / "patches",
+        help="the series (series + *.patch; CPU group in its cpu/ subdirectory)",
+    )
+    parser.add_argument(
+        "--overlay-dir",
+        type=Path,
+        default=PROJECT_ROOT / "overlay",
+        help="files copied into the tree at the same relative paths",
+    )
+    parser.add_argument(
+        "--build-dir",
+        type=Path,
+        default=PROJECT_ROOT / "build" / "sglang",
+        help="the patched tree (a git repository)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=PROJECT_ROOT / "build" / "cache",
+        help="hash-checked downloads",
+    )
+
+
+def _add_src_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sglang-src",
+        type=Path,
+        default=os.environ.get("SGLANG_SRC") or None,
+        help="build the base from this git checkout at the pinned tag instead of "
+        "the wheel (default: $SGLANG_SRC)",
+    )
+
+
+def _paths(args):
+    from tools.tree import Paths
+
+    return Paths(
+        pin=args.pin.resolve(),
+        patches=args.patches_dir.resolve(),
+        overlay=args.overlay_dir.resolve(),
+        build=args.build_dir.resolve(),
+        cache=args.cache_dir.resolve(),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    p = sub.add_parser("setup", help="create or refresh the virtual environment")
+    p.add_argument("--venv", type=Path, default=PROJECT_ROOT / ".venv")
+    p.add_argument(
+        "--requirements",
+        type=Path,
+        default=PROJECT_ROOT / "tools" / "requirements-cpu.txt",
+    )
+
+    p = sub.add_parser("fetch", help="download and hash-check the pinned wheel")
+    _add_path_options(p)
+    p.add_argument("--wheel", default=None, help="wheel tag from pin.toml (cp311, ...)")
+
+    p = sub.add_parser("apply", help="build the patched tree")
+    _add_path_options(p)
+    _add_src_option(p)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="discard uncommitted changes and foreign commits in the tree (they are "
+        "listed first)",
+    )
+    p.add_argument(
+        "--link-venv",
+        type=Path,
+        default=None,
+        help="make this virtual environment import sglang from the tree (.pth file)",
+    )
+
+    p = sub.add_parser("export", help="write patches/ and overlay/ back from the tree")
+    _add_path_options(p)
+
+    p = sub.add_parser("verify", help="check the series on a fresh pinned tree")
+    _add_path_options(p)
+    _add_src_option(p)
+
+    p = sub.add_parser("guard", help="implicit string concatenation in collections")
+    p.add_argument("files", nargs="+", type=Path)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "setup":
+            from tools.venv import setup
+
+            setup(args.venv, args.requirements)
+        elif args.command == "fetch":
+            from tools.pin import fetch_wheel, load_pin
+
+            print(fetch_wheel(load_pin(args.pin), args.cache_dir, tag=args.wheel))
+        elif args.command == "apply":
+            from tools.tree import apply
+
+            apply(
+                _paths(args),
+                force=args.force,
+                src=args.sglang_src,
+                link_venv=args.link_venv,
+            )
+        elif args.command == "export":
+            from tools.tree import export
+
+            export(_paths(args))
+        elif args.command == "verify":
+            from tools.verify import verify
+
+            verify(_paths(args), src=args.sglang_src)
+        elif args.command == "guard":
+            from tools.verify import check_files
+
+            check_files(args.files)
+    except ToolError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

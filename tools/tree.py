@@ -1,0 +1,918 @@
+"""Build the patched SGLang tree (``make apply``) and write it back (``make export``).
+
+The tree is a git repository (default ``build/sglang``) with this history::
+
+    qsv/base       pristine pinned SGLang (python/sglang/... from the wheel, or the
+                   v0.5.17 commit of an SGLANG_SRC checkout)
+      one commit per patches/series entry (git am)
+      one overlay commit: every file under overlay/ (trailer "Qsv-Overlay: overlay/")
+    qsv/upstream   <- the upstream PR is exactly qsv/base..qsv/upstream
+      one commit per patches/cpu/series entry (git am): CPU enablement, not upstream
+    qsv/cpu        <- HEAD, the tree the tests and the CPU runtime use
+
+A state file (``.git/qsv-state.json``) records a hash of every input and the shas the
+build produced, which makes ``apply`` idempotent and lets it recognise user work.  See
+docs/design.md for the rules.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import git
+
+from tools import PROJECT_ROOT, ToolError
+from tools.pin import Pin, fetch_wheel, load_pin
+
+TREE_FORMAT = 1
+BASE_TAG = "qsv/base"
+UPSTREAM_BRANCH = "qsv/upstream"
+CPU_BRANCH = "qsv/cpu"
+STATE_NAME = "qsv-state.json"
+OVERLAY_TRAILER = "Qsv-Overlay: overlay/"
+TOOL_NAME = "qsv-tools"
+TOOL_EMAIL = "qsv-tools@localhost"
+PTH_NAME = "qsv-sglang.pth"
+MAX_REMEMBERED_TIPS = 50
+IGNORED_IN_TREE = ("__pycache__/", "*.pyc")
+
+# Every git command runs with these, so user or system configuration cannot change
+# what is committed or exported (byte-identical patches on every machine).
+GIT_CONFIG = (
+    "core.autocrlf=false",
+    "core.safecrlf=false",
+    "core.abbrev=12",
+    "core.quotePath=false",
+    "commit.gpgSign=false",
+    "tag.gpgSign=false",
+    "diff.noprefix=false",
+    "diff.mnemonicPrefix=false",
+    "diff.relative=false",
+    "diff.renames=false",
+    "diff.algorithm=myers",
+    "diff.context=3",
+    "format.signature=",
+    "format.numbered=false",
+    "format.coverLetter=false",
+    "am.threeWay=false",
+    "am.keepcr=true",
+    "apply.whitespace=nowarn",
+    "gc.auto=0",
+)
+
+
+@dataclass
+class Paths:
+    """Every location the tools read or write; all overridable from the CLI."""
+
+    pin: Path = PROJECT_ROOT / "pin.toml"
+    patches: Path = PROJECT_ROOT / "patches"
+    overlay: Path = PROJECT_ROOT / "overlay"
+    build: Path = PROJECT_ROOT / "build" / "sglang"
+    cache: Path = PROJECT_ROOT / "build" / "cache"
+
+    @property
+    def cpu_patches(self) -> Path:
+        return self.patches / "cpu"
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# --------------------------------------------------------------------------- git
+
+
+def _git_env(author: Optional[Tuple[str, str, str]] = None) -> Dict[str, str]:
+    env = {
+        "GIT_COMMITTER_NAME": TOOL_NAME,
+        "GIT_COMMITTER_EMAIL": TOOL_EMAIL,
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_TERMINAL_PROMPT": "0",
+        "LC_ALL": "C",
+        "LANG": "C",
+    }
+    if author is not None:
+        name, email, date = author
+        env.update(
+            GIT_AUTHOR_NAME=name,
+            GIT_AUTHOR_EMAIL=email,
+            GIT_AUTHOR_DATE=date,
+            GIT_COMMITTER_DATE=date,
+        )
+    return env
+
+
+def run_git(
+    repo: git.Repo,
+    *args: str,
+    env: Optional[Dict[str, str]] = None,
+    stdin: Optional[str] = None,
+    check: bool = True,
+    strip: bool = True,
+) -> Tuple[int, str, str]:
+    """Run ``git <args>`` in ``repo`` with the pinned configuration.
+
+    Returns (status, stdout, stderr); raises ToolError on failure when ``check``.
+    """
+    cmd = ["git"]
+    for item in GIT_CONFIG:
+        cmd += ["-c", item]
+    cmd += list(args)
+    full_env = dict(os.environ)
+    full_env.update(_git_env())
+    full_env.update(env or {})
+    if stdin is None:
+        status, out, err = repo.git.execute(
+            cmd,
+            with_extended_output=True,
+            with_exceptions=False,
+            env=full_env,
+            strip_newline_in_stdout=False,
+        )
+    else:
+        proc = subprocess.run(
+            cmd,
+            cwd=repo.working_dir,
+            env=full_env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+        )
+        status, out, err = proc.returncode, proc.stdout, proc.stderr
+    if strip:
+        out = out.rstrip("\n")
+    if check and status != 0:
+        raise ToolError(f"git {' '.join(args)} failed in {repo.working_dir}:\n{err}")
+    return status, out, err
+
+
+def git_out(repo: git.Repo, *args: str, **kw) -> str:
+    return run_git(repo, *args, **kw)[1]
+
+
+def rev(repo: git.Repo, name: str) -> Optional[str]:
+    status, out, _ = run_git(
+        repo, "rev-parse", "--verify", "-q", name + "^{commit}", check=False
+    )
+    return out if status == 0 else None
+
+
+def is_ancestor(repo: git.Repo, a: str, b: str) -> bool:
+    return run_git(repo, "merge-base", "--is-ancestor", a, b, check=False)[0] == 0
+
+
+def commit_list(repo: git.Repo, *range_args: str) -> List[str]:
+    out = git_out(repo, "rev-list", "--reverse", *range_args)
+    return out.split() if out else []
+
+
+def subject(repo: git.Repo, sha: str) -> str:
+    return git_out(repo, "log", "-1", "--format=%s", sha)
+
+
+def describe(repo: git.Repo, sha: str) -> str:
+    return f"{sha[:12]} {subject(repo, sha)}"
+
+
+# ------------------------------------------------------------------------ inputs
+
+
+def read_series(directory: Path) -> List[Path]:
+    """The patch files named by ``directory/series``, in order (none if absent)."""
+    series = directory / "series"
+    if not series.exists():
+        return []
+    patches = []
+    for lineno, line in enumerate(series.read_text().splitlines(), 1):
+        name = line.split("#", 1)[0].strip()
+        if not name:
+            continue
+        path = directory / name
+        if not path.is_file():
+            raise ToolError(f"{series}:{lineno}: patch file {name} does not exist")
+        patches.append(path)
+    return patches
+
+
+def overlay_files(overlay: Path) -> List[Path]:
+    """Files under ``overlay`` (relative paths, sorted), minus bytecode caches."""
+    if not overlay.is_dir():
+        return []
+    found = []
+    for path in sorted(overlay.rglob("*")):
+        rel = path.relative_to(overlay)
+        if "__pycache__" in rel.parts or path.suffix == ".pyc":
+            continue
+        if path.is_symlink():
+            raise ToolError(f"{path}: symlinks are not supported in the overlay")
+        if path.is_file():
+            found.append(rel)
+    return found
+
+
+def _is_executable(path: Path) -> bool:
+    return bool(path.stat().st_mode & stat.S_IXUSR)
+
+
+def input_hash(base_key: str, paths: Paths) -> str:
+    digest = hashlib.sha256()
+
+    def add(label: str, data: bytes) -> None:
+        digest.update(f"{label}\0{len(data)}\0".encode())
+        digest.update(data)
+
+    add("format", str(TREE_FORMAT).encode())
+    add("base", base_key.encode())
+    for group in (paths.patches, paths.cpu_patches):
+        series = group / "series"
+        add("series", series.read_bytes() if series.exists() else b"")
+        for patch in read_series(group):
+            add("patch:" + patch.name, patch.read_bytes())
+    for rel in overlay_files(paths.overlay):
+        full = paths.overlay / rel
+        add(f"overlay:{rel.as_posix()}:{int(_is_executable(full))}", full.read_bytes())
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------- state
+
+
+@dataclass
+class State:
+    inputs: Optional[str] = None
+    base_key: Optional[str] = None
+    base: Optional[str] = None
+    upstream: Optional[str] = None
+    tip: Optional[str] = None
+    known: List[str] = field(default_factory=list)  # earlier tips and exported heads
+    format: int = TREE_FORMAT
+
+    @staticmethod
+    def path(build: Path) -> Path:
+        return build / ".git" / STATE_NAME
+
+    @classmethod
+    def load(cls, build: Path) -> Optional["State"]:
+        path = cls.path(build)
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            return cls(**data)
+        except (ValueError, TypeError) as exc:
+            raise ToolError(f"{path}: unreadable state file ({exc})") from None
+
+    def save(self, build: Path) -> None:
+        self.known = list(dict.fromkeys(k for k in self.known if k))[
+            -MAX_REMEMBERED_TIPS:
+        ]
+        tmp = self.path(build).with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.__dict__, indent=2) + "\n")
+        os.replace(tmp, self.path(build))
+
+    def remember(self, *shas: Optional[str]) -> None:
+        self.known.extend(s for s in shas if s)
+
+
+# -------------------------------------------------------------------------- base
+
+
+@dataclass
+class BaseSource:
+    """Where the pristine tree comes from: the pinned wheel or an SGLANG_SRC checkout."""
+
+    key: str
+    description: str
+    wheel: Optional[Path] = None
+    src: Optional[Path] = None
+    src_commit: Optional[str] = None
+
+
+def resolve_base(pin: Pin, paths: Paths, src: Optional[Path]) -> BaseSource:
+    if src:
+        return _resolve_src(pin, Path(src))
+    wheel = fetch_wheel(pin, paths.cache)
+    return BaseSource(
+        key=f"wheel:{pin.base.sha256}",
+        description=f"{pin.base.filename} (sha256 {pin.base.sha256[:12]}...)",
+        wheel=wheel,
+    )
+
+
+_VERSION_RE = re.compile(r"""^__version__\s*=\s*["']([^"']+)["']""", re.M)
+
+
+def _resolve_src(pin: Pin, src: Path) -> BaseSource:
+    try:
+        repo = git.Repo(src)
+    except (git.NoSuchPathError, git.InvalidGitRepositoryError):
+        raise ToolError(f"SGLANG_SRC={src} is not a git checkout") from None
+    tag = pin.upstream_tag
+    commit = rev(repo, f"refs/tags/{tag}")
+    if commit is None:
+        tags = sorted(t.name for t in repo.tags)
+        shown = ", ".join(tags[-10:]) if tags else "no tags at all"
+        raise ToolError(
+            f"SGLANG_SRC={src} has no tag {tag} (pin.toml pins SGLang {pin.version}); "
+            f"it has: {shown}.\nFetch the tag (git -C {src} fetch --tags) or use the "
+            "pinned wheel (unset SGLANG_SRC)."
+        )
+    status, text, _ = run_git(
+        repo, "show", f"{commit}:python/sglang/version.py", check=False
+    )
+    if status != 0:
+        raise ToolError(
+            f"SGLANG_SRC={src}: tag {tag} has no python/sglang/version.py; "
+            "is this an SGLang checkout?"
+        )
+    # Upstream derives the version from the tag (setuptools_scm writes _version.py
+    # at build time); older trees and some forks spell it out in version.py.
+    found = _VERSION_RE.search(text)
+    if found and found.group(1) != pin.version:
+        raise ToolError(
+            f"SGLANG_SRC={src}: tag {tag} is SGLang {found.group(1)} according to "
+            f"python/sglang/version.py, but pin.toml pins {pin.version}; refusing."
+        )
+    return BaseSource(
+        key=f"src:{commit}",
+        description=f"{src} at {tag} ({commit[:12]})",
+        src=src,
+        src_commit=commit,
+    )
+
+
+def _wheel_date(wheel: Path) -> str:
+    with zipfile.ZipFile(wheel) as zf:
+        newest = max(info.date_time for info in zf.infolist())
+    return "%04d-%02d-%02dT%02d:%02d:%02d+0000" % newest
+
+
+def _extract_package(wheel: Path, dest: Path) -> int:
+    """Lay the wheel's top-level ``sglang/`` out as ``dest/python/sglang``."""
+    count = 0
+    with zipfile.ZipFile(wheel) as zf:
+        for info in zf.infolist():
+            name = info.filename
+            if not name.startswith("sglang/") or name.endswith("/"):
+                continue
+            parts = Path(name).parts
+            if any(part in ("..", "") for part in parts) or Path(name).is_absolute():
+                raise ToolError(f"{wheel.name}: unsafe path in archive: {name}")
+            target = dest / "python" / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out)
+            mode = (info.external_attr >> 16) & 0o777
+            target.chmod(0o755 if mode & 0o111 else 0o644)
+            count += 1
+    return count
+
+
+def _init_repo(build: Path) -> git.Repo:
+    build.mkdir(parents=True, exist_ok=True)
+    repo = git.Repo.init(build, initial_branch=CPU_BRANCH)
+    exclude = build / ".git" / "info" / "exclude"
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    exclude.write_text("\n".join(IGNORED_IN_TREE) + "\n")
+    return repo
+
+
+def create_base(build: Path, base: BaseSource, pin: Pin) -> git.Repo:
+    """Make a new repository at ``build`` holding only the pristine base commit."""
+    repo = _init_repo(build)
+    if base.src is not None:
+        run_git(
+            repo,
+            "fetch",
+            "-q",
+            "--no-tags",
+            str(base.src.resolve()),
+            f"refs/tags/{pin.upstream_tag}:refs/tags/{pin.upstream_tag}",
+        )
+        run_git(repo, "reset", "-q", "--hard", base.src_commit)
+    else:
+        start = time.monotonic()
+        count = _extract_package(base.wheel, build)
+        run_git(repo, "add", "-A", "python")
+        date = _wheel_date(base.wheel)
+        message = (
+            f"SGLang {pin.version}: python/sglang from {base.wheel.name}\n\n"
+            f"Pristine pinned upstream (tag {pin.upstream_tag}), laid out as upstream's\n"
+            f"python/sglang/ from the wheel's top-level sglang/ package.\n\n"
+            f"Wheel-Sha256: {pin.base.sha256}\n"
+        )
+        run_git(
+            repo,
+            "commit",
+            "-q",
+            "--no-verify",
+            "-m",
+            message,
+            env=_git_env((TOOL_NAME, TOOL_EMAIL, date)),
+        )
+        log(
+            f"apply: base laid out from {base.wheel.name}: {count} files "
+            f"in {time.monotonic() - start:.1f}s"
+        )
+    run_git(repo, "tag", "-f", BASE_TAG, "HEAD")
+    return repo
+
+
+# ------------------------------------------------------------------- inspection
+
+
+@dataclass
+class Findings:
+    """User work found in a tree: what a rebuild would discard."""
+
+    operation: Optional[str] = None
+    dirty: List[str] = field(default_factory=list)
+    foreign: List[str] = field(default_factory=list)  # "sha subject (refs)"
+    foreign_refs: List[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.operation or self.dirty or self.foreign)
+
+    def lines(self) -> List[str]:
+        out = []
+        if self.operation:
+            out.append(f"  a {self.operation} is in progress")
+        if self.dirty:
+            out.append(f"  {len(self.dirty)} uncommitted change(s):")
+            out += [f"    {line}" for line in self.dirty[:50]]
+            if len(self.dirty) > 50:
+                out.append(f"    ... and {len(self.dirty) - 50} more")
+        if self.foreign:
+            out.append(f"  {len(self.foreign)} commit(s) not made by the tools:")
+            out += [f"    {line}" for line in self.foreign[:50]]
+            if len(self.foreign) > 50:
+                out.append(f"    ... and {len(self.foreign) - 50} more")
+        return out
+
+
+_OPERATIONS = {
+    "rebase-apply": "git am or rebase",
+    "rebase-merge": "git rebase",
+    "MERGE_HEAD": "git merge",
+    "CHERRY_PICK_HEAD": "git cherry-pick",
+    "REVERT_HEAD": "git revert",
+}
+
+
+def inspect_tree(repo: git.Repo, state: State) -> Findings:
+    found = Findings()
+    gitdir = Path(repo.git_dir)
+    for name, what in _OPERATIONS.items():
+        if (gitdir / name).exists():
+            found.operation = what
+            break
+    out = git_out(
+        repo, "status", "--porcelain=v1", "--untracked-files=all", strip=False
+    )
+    found.dirty = [line for line in out.splitlines() if line.strip()]
+    saved = [s for s in [state.tip, *state.known] if s and rev(repo, s)]
+    refs_out = git_out(repo, "for-each-ref", "--format=%(refname)")
+    refs = refs_out.split() if refs_out else []
+    heads = [r for r in refs] + (["HEAD"] if rev(repo, "HEAD") else [])
+    if heads:
+        not_args = [f"^{s}" for s in saved]
+        out = git_out(repo, "rev-list", *heads, *not_args)
+        for sha in out.split() if out else []:
+            holders = [r.split("/", 2)[-1] for r in refs if is_ancestor(repo, sha, r)]
+            where = f" (on {', '.join(holders)})" if holders else " (detached HEAD)"
+            found.foreign.append(describe(repo, sha) + where)
+            found.foreign_refs.extend(h for h in refs if is_ancestor(repo, sha, h))
+    found.foreign_refs = sorted(set(found.foreign_refs))
+    return found
+
+
+# ------------------------------------------------------------------------ apply
+
+
+def _am(repo: git.Repo, patch: Path, group: str) -> None:
+    before = rev(repo, "HEAD")
+    status, out, err = run_git(
+        repo,
+        "am",
+        "-q",
+        "--keep-non-patch",
+        "--keep-cr",
+        "--committer-date-is-author-date",
+        str(patch.resolve()),
+        check=False,
+    )
+    if status == 0:
+        return
+    run_git(repo, "am", "--abort", check=False)
+    if rev(repo, "HEAD") != before:
+        run_git(repo, "reset", "-q", "--hard", before)
+    detail = [
+        line
+        for line in (out + "\n" + err).splitlines()
+        if line.startswith(("error:", "Patch failed", "fatal:", "warning:"))
+        or "does not apply" in line
+        or "patch failed" in line
+    ]
+    raise ToolError(
+        f"{group} patch {patch} does not apply:\n"
+        + "\n".join(f"  {line}" for line in (detail or (out + err).splitlines()))
+        + f"\nThe tree is left at the last good commit: {describe(repo, before)}.\n"
+        "Fix or regenerate the patch (make export writes patches from the tree), "
+        "then run make apply again."
+    )
+
+
+def _overlay_commit(repo: git.Repo, paths: Paths, date: str) -> bool:
+    files = overlay_files(paths.overlay)
+    if not files:
+        return False
+    build = Path(repo.working_dir)
+    base_tree = set(
+        git_out(repo, "ls-tree", "-r", "--name-only", BASE_TAG).splitlines()
+    )
+    clashes = [rel.as_posix() for rel in files if rel.as_posix() in base_tree]
+    if clashes:
+        raise ToolError(
+            "overlay files would replace files of the pinned tree (change those "
+            "through patches in patches/ instead):\n"
+            + "\n".join(f"  overlay/{c}" for c in clashes)
+        )
+    for rel in files:
+        src = paths.overlay / rel
+        dst = build / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+        dst.chmod(0o755 if _is_executable(src) else 0o644)
+    run_git(repo, "add", "-A", "--", *[rel.as_posix() for rel in files])
+    message = (
+        "Add the Quicksviewer model files\n\n"
+        "New files of the Quicksviewer integration (from the project's overlay/).\n\n"
+        f"{OVERLAY_TRAILER}\n"
+    )
+    run_git(
+        repo,
+        "commit",
+        "-q",
+        "--no-verify",
+        "--allow-empty",
+        "-m",
+        message,
+        env=_git_env((TOOL_NAME, TOOL_EMAIL, date)),
+    )
+    return True
+
+
+def _link_venv(venv: Path, build: Path) -> None:
+    site = sorted(venv.glob("lib/python3*/site-packages"))
+    if not site:
+        raise ToolError(f"{venv} has no lib/python3*/site-packages; run make setup")
+    site_dir = site[0]
+    if (site_dir / "sglang").exists():
+        raise ToolError(
+            f"{site_dir}/sglang is an installed SGLang that would shadow the patched "
+            f"tree; remove it with {venv}/bin/pip uninstall sglang"
+        )
+    pth = site_dir / PTH_NAME
+    line = str((build / "python").resolve()) + "\n"
+    if not pth.exists() or pth.read_text() != line:
+        pth.write_text(line)
+        log(f"apply: {pth} -> {line.strip()}")
+
+
+def _discard(repo: git.Repo, found: Findings, keep_tags: List[str]) -> None:
+    if found.operation:
+        for cmd in (
+            ("am", "--abort"),
+            ("rebase", "--abort"),
+            ("merge", "--abort"),
+            ("cherry-pick", "--abort"),
+            ("revert", "--abort"),
+        ):
+            run_git(repo, *cmd, check=False)
+    for ref in found.foreign_refs:
+        short = ref.split("/", 2)[-1]
+        if ref.startswith("refs/tags/") and short in keep_tags:
+            continue
+        if ref == f"refs/heads/{CPU_BRANCH}":
+            continue
+        run_git(repo, "update-ref", "-d", ref)
+
+
+def apply(
+    paths: Paths,
+    force: bool = False,
+    src: Optional[Path] = None,
+    link_venv: Optional[Path] = None,
+) -> State:
+    """Make ``paths.build`` the patched tree; see the module docstring."""
+    start = time.monotonic()
+    pin = load_pin(paths.pin)
+    base = resolve_base(pin, paths, src)
+    for group in (paths.patches, paths.cpu_patches):
+        read_series(group)  # a missing patch file is refused before anything changes
+    inputs = input_hash(base.key, paths)
+    build = paths.build
+
+    repo: Optional[git.Repo] = None
+    state = State()
+    if build.exists() and any(build.iterdir()):
+        old = State.load(build) if (build / ".git").is_dir() else None
+        if old is None:
+            if not force:
+                raise ToolError(
+                    f"{build} exists but was not made by this tool (no "
+                    f".git/{STATE_NAME}); move it away, or rerun with --force to "
+                    "delete it."
+                )
+            log(f"apply: --force: deleting {build} (not made by this tool)")
+            shutil.rmtree(build)
+        else:
+            state = old
+            repo = git.Repo(build)
+            found = inspect_tree(repo, state)
+            if found and not force:
+                raise ToolError(
+                    f"{build} holds work that a rebuild would discard:\n"
+                    + "\n".join(found.lines())
+                    + "\nNothing was changed. Commit your changes there and run "
+                    "`make export` to save them into patches/ and overlay/, or rerun "
+                    "with --force (make apply FORCE=1) to discard them."
+                )
+            if found:
+                log("apply: --force: discarding\n" + "\n".join(found.lines()))
+                _discard(repo, found, [BASE_TAG, pin.upstream_tag])
+            head = rev(repo, "HEAD")
+            if (
+                not found
+                and state.inputs == inputs
+                and state.format == TREE_FORMAT
+                and head == state.tip
+                and rev(repo, CPU_BRANCH) == state.tip
+                and rev(repo, UPSTREAM_BRANCH) == state.upstream
+                and repo.active_branch.name == CPU_BRANCH
+            ):
+                log(f"apply: {build} is up to date ({describe(repo, head)})")
+                if link_venv:
+                    _link_venv(link_venv, build)
+                return state
+            if state.base_key != base.key or rev(repo, BASE_TAG) != state.base:
+                log(f"apply: base changed; rebuilding {build} from scratch")
+                shutil.rmtree(build)
+                repo = None
+                state = State(known=state.known)
+
+    if repo is None:
+        log(f"apply: creating {build} from {base.description}")
+        repo = create_base(build, base, pin)
+        state.base_key = base.key
+        state.base = rev(repo, BASE_TAG)
+    else:
+        log(f"apply: rebuilding {build} on {BASE_TAG} ({state.base[:12]})")
+        state.remember(state.tip, rev(repo, "HEAD"))
+        run_git(repo, "checkout", "-q", "-f", "-B", CPU_BRANCH, BASE_TAG)
+        run_git(repo, "clean", "-q", "-f", "-d", "-x")
+        run_git(repo, "branch", "-q", "-D", UPSTREAM_BRANCH, check=False)
+
+    # The tree now sits on the base; record that before anything can fail, so a
+    # failed run leaves a state that the next run recognises as its own.
+    state.inputs = None
+    state.upstream = None
+    state.tip = state.base
+    state.save(build)
+
+    try:
+        series = read_series(paths.patches)
+        for patch in series:
+            _am(repo, patch, "series")
+        overlay_date = git_out(repo, "log", "-1", "--format=%aI", "HEAD")
+        if _overlay_commit(repo, paths, overlay_date):
+            log(f"apply: overlay: {len(overlay_files(paths.overlay))} file(s)")
+        state.upstream = rev(repo, "HEAD")
+        run_git(repo, "branch", "-f", UPSTREAM_BRANCH, state.upstream)
+        cpu = read_series(paths.cpu_patches)
+        for patch in cpu:
+            _am(repo, patch, "CPU")
+    finally:
+        state.tip = rev(repo, "HEAD")
+        state.save(build)
+
+    state.inputs = inputs
+    state.format = TREE_FORMAT
+    state.save(build)
+    log(
+        f"apply: {build} ready in {time.monotonic() - start:.1f}s: "
+        f"{len(series)} series patch(es), {len(cpu)} CPU patch(es); "
+        f"{UPSTREAM_BRANCH}={state.upstream[:12]} {CPU_BRANCH}={state.tip[:12]}"
+    )
+    if link_venv:
+        _link_venv(link_venv, build)
+    return state
+
+
+# ----------------------------------------------------------------------- export
+
+
+def _format_patch(repo: git.Repo, rng: str, out_dir: Path) -> List[str]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*.patch"):
+        old.unlink()
+    names: List[str] = []
+    if commit_list(repo, rng):
+        out = git_out(
+            repo,
+            "format-patch",
+            "-q",
+            "--zero-commit",
+            "--no-signature",
+            "--no-numbered",
+            "--no-renames",
+            "--subject-prefix=PATCH",
+            "-o",
+            str(out_dir.resolve()),
+            rng,
+        )
+        names = [Path(line).name for line in out.splitlines() if line.strip()]
+    (out_dir / "series").write_text("".join(f"{n}\n" for n in names))
+    return names
+
+
+def _write_overlay(overlay: Path, files: Dict[str, Tuple[bytes, bool]]) -> None:
+    overlay.mkdir(parents=True, exist_ok=True)
+    for rel in overlay_files(overlay):
+        if rel.as_posix() not in files:
+            (overlay / rel).unlink()
+    for rel, (data, executable) in files.items():
+        target = overlay / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists() or target.read_bytes() != data:
+            target.write_bytes(data)
+        target.chmod(0o755 if executable else 0o644)
+    for directory in sorted(overlay.rglob("*"), reverse=True):
+        if directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+
+
+def _blob(repo: git.Repo, commit: str, path: str) -> Tuple[bytes, bool]:
+    mode = git_out(repo, "ls-tree", commit, "--", path).split()[0]
+    proc = subprocess.run(
+        ["git", "cat-file", "blob", f"{commit}:{path}"],
+        cwd=repo.working_dir,
+        capture_output=True,
+        check=True,
+    )
+    return proc.stdout, mode == "100755"
+
+
+def _is_overlay_commit(repo: git.Repo, sha: str) -> bool:
+    body = git_out(repo, "log", "-1", "--format=%B", sha)
+    return OVERLAY_TRAILER in body.splitlines()
+
+
+def export(paths: Paths) -> Dict[str, List[str]]:
+    """Write patches/, patches/cpu/ and overlay/ back from the tree."""
+    build = paths.build
+    state = State.load(build) if (build / ".git").is_dir() else None
+    if state is None or not state.tip or not state.upstream:
+        raise ToolError(f"{build} is not a complete tree made by `make apply`")
+    repo = git.Repo(build)
+    found = inspect_tree(repo, State())  # only the operation and dirty parts matter
+    if found.operation or found.dirty:
+        raise ToolError(
+            f"{build} has uncommitted work; commit it first (export writes commits):\n"
+            + "\n".join(Findings(found.operation, found.dirty).lines())
+        )
+    head = rev(repo, "HEAD")
+    base, upstream, tip = state.base, state.upstream, state.tip
+    if is_ancestor(repo, tip, head):
+        user = commit_list(repo, f"{tip}..{head}")
+    elif is_ancestor(repo, upstream, head):
+        user = commit_list(repo, f"{upstream}..{head}")
+    else:
+        raise ToolError(
+            f"HEAD ({describe(repo, head)}) does not descend from the tree that "
+            f"make apply built ({UPSTREAM_BRANCH} {upstream[:12]}); cannot tell "
+            "which commits are yours"
+        )
+    merges = git_out(
+        repo, "rev-list", "--merges", f"{tip}..{head}" if user else head, "--not", base
+    )
+    if user and merges:
+        raise ToolError("merge commits cannot be exported as patches:\n  " + merges)
+
+    series = commit_list(repo, f"{base}..{upstream}")
+    overlay_commits = [c for c in series if _is_overlay_commit(repo, c)]
+    if overlay_commits and overlay_commits != series[-1:]:
+        raise ToolError(
+            "the overlay commit must be the last one of the upstream series, found "
+            + ", ".join(describe(repo, c) for c in overlay_commits)
+        )
+    patch_tip = rev(repo, f"{overlay_commits[0]}^") if overlay_commits else upstream
+
+    base_files = set(git_out(repo, "ls-tree", "-r", "--name-only", base).splitlines())
+    overlay: Dict[str, Tuple[bytes, bool]] = {}
+    if overlay_commits:
+        changed = git_out(
+            repo,
+            "diff-tree",
+            "-r",
+            "--no-commit-id",
+            "--name-only",
+            "--no-renames",
+            overlay_commits[0],
+        )
+        for path in changed.splitlines():
+            overlay[path] = _blob(repo, upstream, path)
+
+    index = Path(tempfile.mkstemp(prefix="qsv-export-index-")[1])
+    try:
+        for sha in user:
+            changes = git_out(
+                repo,
+                "diff-tree",
+                "-r",
+                "--no-commit-id",
+                "--name-status",
+                "--no-renames",
+                sha,
+            )
+            base_paths = []
+            for line in changes.splitlines():
+                status, path = line.split("\t", 1)
+                if path in base_files:
+                    base_paths.append(path)
+                elif status == "D":
+                    overlay.pop(path, None)
+                else:
+                    overlay[path] = _blob(repo, sha, path)
+            if base_paths:
+                patch_tip = _replay(repo, sha, base_paths, patch_tip, index)
+    finally:
+        index.unlink(missing_ok=True)
+
+    names = _format_patch(repo, f"{base}..{patch_tip}", paths.patches)
+    cpu_names = _format_patch(repo, f"{upstream}..{tip}", paths.cpu_patches)
+    _write_overlay(paths.overlay, overlay)
+
+    state.remember(head)
+    state.save(build)
+    log(
+        f"export: {len(names)} patch(es) -> {paths.patches}/series, "
+        f"{len(cpu_names)} CPU patch(es) -> {paths.cpu_patches}/series, "
+        f"{len(overlay)} overlay file(s) -> {paths.overlay}"
+        + (f"; {len(user)} commit(s) of yours included" if user else "")
+    )
+    return {"series": names, "cpu": cpu_names, "overlay": sorted(overlay)}
+
+
+def _replay(
+    repo: git.Repo, sha: str, base_paths: List[str], onto: str, index: Path
+) -> str:
+    """Commit the base-file part of user commit ``sha`` on top of ``onto``."""
+    env = {"GIT_INDEX_FILE": str(index)}
+    run_git(repo, "read-tree", onto, env=env)
+    diff = git_out(
+        repo,
+        "diff",
+        "--binary",
+        "--full-index",
+        "--no-renames",
+        f"{sha}^",
+        sha,
+        "--",
+        *base_paths,
+        strip=False,
+    )
+    status, _, err = run_git(
+        repo, "apply", "--cached", "-", env=env, stdin=diff, check=False
+    )
+    if status != 0:
+        raise ToolError(
+            f"your commit {describe(repo, sha)} does not apply to the upstream series "
+            f"without the CPU patches (it changes lines they touch?):\n{err}"
+        )
+    tree = git_out(repo, "write-tree", env=env)
+    fields = git_out(repo, "log", "-1", "--format=%an%x00%ae%x00%aI", sha).split("\0")
+    message = git_out(repo, "log", "-1", "--format=%B", sha, strip=False)
+    return git_out(
+        repo,
+        "commit-tree",
+        tree,
+        "-p",
+        onto,
+        "-F",
+        "-",
+        stdin=message,
+        env=_git_env((fields[0], fields[1], fields[2])),
+    )
