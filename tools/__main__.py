@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write patches/ and overlay/ back from the tree")
     _add_path_options(p)
+    p.add_argument(
+        "--to-cpu",
+        action="store_true",
+        help="append your commits on top of the tree to the CPU group (patches/cpu/) "
+        "instead of the upstream series",
+    )
 
     p = sub.add_parser("verify", help="check the series on a fresh pinned tree")
     _add_path_options(p)
@@ -142,7 +148,7 @@ def main(argv=None) -> int:
         elif args.command == "export":
             from tools.tree import export
 
-            export(_paths(args))
+            export(_paths(args), to_cpu=args.to_cpu)
         elif args.command == "verify":
             from tools.verify import verify
 

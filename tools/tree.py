@@ -733,7 +733,6 @@ def _format_patch(repo: git.Repo, rng: str, out_dir: Path) -> List[str]:
         out = git_out(
             repo,
             "format-patch",
-            "-q",
             "--zero-commit",
             "--no-signature",
             "--no-numbered",
@@ -780,8 +779,13 @@ def _is_overlay_commit(repo: git.Repo, sha: str) -> bool:
     return OVERLAY_TRAILER in body.splitlines()
 
 
-def export(paths: Paths) -> Dict[str, List[str]]:
-    """Write patches/, patches/cpu/ and overlay/ back from the tree."""
+def export(paths: Paths, to_cpu: bool = False) -> Dict[str, List[str]]:
+    """Write patches/, patches/cpu/ and overlay/ back from the tree.
+
+    Commits of yours on top of the tree go to the upstream series (their changes to
+    files of the pinned tree as new patches, their new files into overlay/), or, with
+    ``to_cpu``, to the end of the CPU group unchanged.
+    """
     build = paths.build
     state = State.load(build) if (build / ".git").is_dir() else None
     if state is None or not state.tip or not state.upstream:
@@ -796,20 +800,30 @@ def export(paths: Paths) -> Dict[str, List[str]]:
     head = rev(repo, "HEAD")
     base, upstream, tip = state.base, state.upstream, state.tip
     if is_ancestor(repo, tip, head):
-        user = commit_list(repo, f"{tip}..{head}")
+        user_range = f"{tip}..{head}"
     elif is_ancestor(repo, upstream, head):
-        user = commit_list(repo, f"{upstream}..{head}")
+        user_range = f"{upstream}..{head}"
     else:
         raise ToolError(
             f"HEAD ({describe(repo, head)}) does not descend from the tree that "
             f"make apply built ({UPSTREAM_BRANCH} {upstream[:12]}); cannot tell "
             "which commits are yours"
         )
-    merges = git_out(
-        repo, "rev-list", "--merges", f"{tip}..{head}" if user else head, "--not", base
-    )
-    if user and merges:
-        raise ToolError("merge commits cannot be exported as patches:\n  " + merges)
+    user = commit_list(repo, user_range)
+    merges = git_out(repo, "rev-list", "--merges", user_range)
+    if merges:
+        raise ToolError(
+            "merge commits cannot be exported as patches; rebase them first:\n"
+            + "\n".join(f"  {describe(repo, m)}" for m in merges.split())
+        )
+
+    cpu_range = f"{upstream}..{tip}"
+    if to_cpu and user:
+        if not is_ancestor(repo, tip, head):
+            raise ToolError(
+                f"--to-cpu needs your commits on top of {CPU_BRANCH} ({tip[:12]})"
+            )
+        cpu_range, user = f"{upstream}..{head}", []
 
     series = commit_list(repo, f"{base}..{upstream}")
     overlay_commits = [c for c in series if _is_overlay_commit(repo, c)]
@@ -862,7 +876,7 @@ def export(paths: Paths) -> Dict[str, List[str]]:
         index.unlink(missing_ok=True)
 
     names = _format_patch(repo, f"{base}..{patch_tip}", paths.patches)
-    cpu_names = _format_patch(repo, f"{upstream}..{tip}", paths.cpu_patches)
+    cpu_names = _format_patch(repo, cpu_range, paths.cpu_patches)
     _write_overlay(paths.overlay, overlay)
 
     state.remember(head)
