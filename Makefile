@@ -1,0 +1,52 @@
+# Quicksviewer for SGLang 0.5.17: patch series + overlay on the pinned upstream.
+# Every target installs what it needs (make setup) first; see README.md.
+
+PYTHON ?= python3.11
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+BUILD ?= build/sglang
+PYTEST_ARGS ?=
+
+# make apply FORCE=1 discards user work in $(BUILD) (listed first)
+# make apply SGLANG_SRC=/path/to/sglang builds the base from a checkout at v0.5.17
+APPLY_FLAGS := --link-venv $(VENV) $(if $(FORCE),--force) \
+	$(if $(SGLANG_SRC),--sglang-src $(SGLANG_SRC))
+
+.PHONY: help setup fetch apply export export-cpu verify test demo
+
+help:
+	@echo "make demo      build the patched tree and show it (the main job, for now)"
+	@echo "make test      setup + apply + the whole test suite"
+	@echo "make setup     create/refresh $(VENV) from tools/requirements-cpu.txt"
+	@echo "make apply     build $(BUILD): pinned SGLang + patches/ + overlay/ + patches/cpu/"
+	@echo "make export    write patches/ and overlay/ back from $(BUILD)"
+	@echo "make export-cpu  same, but your new commits join the CPU group"
+	@echo "make verify    check the series on a fresh pinned tree"
+
+setup:
+	@$(PYTHON) -m tools setup --venv $(VENV) --requirements tools/requirements-cpu.txt
+
+fetch: setup
+	$(VPY) -m tools fetch
+
+apply: setup
+	$(VPY) -m tools apply --build-dir $(BUILD) $(APPLY_FLAGS)
+
+export: setup
+	$(VPY) -m tools export --build-dir $(BUILD)
+
+export-cpu: setup
+	$(VPY) -m tools export --build-dir $(BUILD) --to-cpu
+
+verify: setup
+	$(VPY) -m tools verify $(if $(SGLANG_SRC),--sglang-src $(SGLANG_SRC))
+
+test: apply
+	$(VPY) -m pytest tests $(PYTEST_ARGS)
+
+demo: apply
+	@echo "== the patched tree ($(BUILD)):"
+	@git -C $(BUILD) log --oneline --decorate --boundary qsv/base..HEAD
+	@echo "== upstream PR: git -C $(BUILD) format-patch qsv/base..qsv/upstream"
+	@echo "== $(VENV) imports sglang from:"
+	@$(VPY) -c "import sglang, inspect; print(inspect.getfile(sglang), sglang.__version__)"

@@ -1,0 +1,200 @@
+"""``make verify``: check the series the way an upstream reviewer's CI would.
+
+1. the series, the overlay and the CPU group apply to a fresh pinned tree (temp dir);
+2. every Python file they touch byte-compiles;
+3. the overlay's Python files pass black and isort with upstream's settings;
+4. guard: no list, tuple or set of strings in ``srt/configs/model_config.py`` (or in
+   an overlay file) holds implicitly concatenated string literals, the classic
+   missing comma that silently merges two architecture names.
+"""
+
+import ast
+import io
+import subprocess
+import sys
+import tempfile
+import time
+import tokenize
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, List, Optional
+
+from tools import ToolError
+
+MODEL_CONFIG = "python/sglang/srt/configs/model_config.py"
+# upstream's pre-commit: black (default line length 88) and isort --profile black;
+# upstream files place sglang imports in their own first-party section.
+BLACK_ARGS = ["--check", "--diff", "--quiet", "--line-length", "88"]
+ISORT_ARGS = ["--check-only", "--diff", "--quiet", "--profile", "black", "-p", "sglang"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    path: str
+    line: int
+    kind: str
+    value: str
+    literals: List[str]
+
+    def __str__(self) -> str:
+        joined = " ".join(self.literals)
+        return (
+            f"{self.path}:{self.line}: the {self.kind} element {joined} is ONE string "
+            f"({self.value!r}): implicitly concatenated literals; a missing comma?"
+        )
+
+
+def _char_col(lines: List[str], lineno: int, byte_col: int) -> int:
+    """Convert an AST (UTF-8 byte) column to a tokenize (character) column."""
+    line = lines[lineno - 1] if lineno - 1 < len(lines) else ""
+    return len(line.encode("utf-8")[:byte_col].decode("utf-8", errors="ignore"))
+
+
+def find_implicit_concatenations(source: str, path: str = "<source>") -> List[Finding]:
+    """Elements of list/tuple/set displays made of two or more adjacent STRING tokens.
+
+    ``["A" "B", "C"]`` parses as ``["AB", "C"]``: the AST cannot tell, the tokens can.
+    """
+    try:
+        tree = ast.parse(source, filename=path)
+    except SyntaxError as exc:
+        raise ToolError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
+    lines = source.splitlines(keepends=True)
+    strings = [
+        tok
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+        if tok.type == tokenize.STRING
+    ]
+    kinds = {ast.List: "list", ast.Tuple: "tuple", ast.Set: "set"}
+    findings = []
+    for node in ast.walk(tree):
+        kind = kinds.get(type(node))
+        if kind is None:
+            continue
+        for elt in node.elts:
+            if not (isinstance(elt, ast.Constant) and isinstance(elt.value, str)):
+                continue
+            start = (elt.lineno, _char_col(lines, elt.lineno, elt.col_offset))
+            end = (elt.end_lineno, _char_col(lines, elt.end_lineno, elt.end_col_offset))
+            inside = [tok for tok in strings if start <= tok.start and tok.end <= end]
+            if len(inside) > 1:
+                findings.append(
+                    Finding(
+                        path=path,
+                        line=inside[0].start[0],
+                        kind=kind,
+                        value=elt.value,
+                        literals=[tok.string for tok in inside],
+                    )
+                )
+    return sorted(findings, key=lambda f: f.line)
+
+
+def check_files(files: Iterable[Path]) -> None:
+    """Run the guard on ``files``; raise ToolError listing every finding."""
+    files = list(files)
+    findings = []
+    for path in files:
+        findings += find_implicit_concatenations(Path(path).read_text(), str(path))
+    if findings:
+        raise ToolError(
+            "implicitly concatenated strings in a list/tuple/set:\n"
+            + "\n".join(f"  {f}" for f in findings)
+        )
+    print(f"guard: ok ({len(files)} file(s))")
+
+
+def _run_tool(module: str, args: List[str], files: List[str], cwd: Path) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args, *files],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode == 0:
+        return ""
+    if "No module named" in proc.stderr:
+        raise ToolError(
+            f"{module} is not installed in {sys.executable}; run make setup"
+        )
+    return (proc.stdout + proc.stderr).strip() or f"{module} exited {proc.returncode}"
+
+
+def verify(paths, src: Optional[Path] = None) -> None:
+    import git
+
+    from tools.tree import BASE_TAG, Paths, apply, git_out, overlay_files
+
+    failures = []
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="qsv-verify-") as tmp:
+        fresh = Paths(
+            pin=paths.pin,
+            patches=paths.patches,
+            overlay=paths.overlay,
+            build=Path(tmp) / "sglang",
+            cache=paths.cache,
+        )
+        # 1. applies to a fresh pinned tree (raises with the failing patch named)
+        state = apply(fresh, src=src)
+        repo = git.Repo(fresh.build)
+        changed = git_out(
+            repo,
+            "diff",
+            "--name-only",
+            "--diff-filter=AMR",
+            "--no-renames",
+            f"{BASE_TAG}..{state.tip}",
+        ).splitlines()
+        touched = sorted(p for p in changed if p.endswith(".py"))
+        print(f"verify: series applies; {len(touched)} Python file(s) touched")
+
+        # 2. byte-compiles
+        if touched:
+            proc = subprocess.run(
+                [sys.executable, "-m", "compileall", "-q", "-f", *touched],
+                cwd=fresh.build,
+                capture_output=True,
+                text=True,
+            )
+            if proc.returncode != 0:
+                failures.append("byte-compile failed:\n" + proc.stdout + proc.stderr)
+            else:
+                print(f"verify: compileall ok ({len(touched)} file(s))")
+
+        # 3. overlay formatting, checked in place in the tree (for isort's sections)
+        overlay_py = [
+            rel.as_posix()
+            for rel in overlay_files(paths.overlay)
+            if rel.suffix == ".py"
+        ]
+        if overlay_py:
+            for module, args in (("black", BLACK_ARGS), ("isort", ISORT_ARGS)):
+                out = _run_tool(module, args, overlay_py, fresh.build)
+                if out:
+                    failures.append(
+                        f"{module} would change overlay files (run it on overlay/):\n"
+                        + out
+                    )
+                else:
+                    print(f"verify: {module} ok ({len(overlay_py)} overlay file(s))")
+        else:
+            print("verify: no overlay Python files to format-check")
+
+        # 4. the missing-comma guard
+        guarded = [MODEL_CONFIG] + [p for p in overlay_py if p != MODEL_CONFIG]
+        findings = []
+        for rel in guarded:
+            text = (fresh.build / rel).read_text()
+            findings += find_implicit_concatenations(text, rel)
+        if findings:
+            failures.append(
+                "implicitly concatenated strings in a list/tuple/set:\n"
+                + "\n".join(f"  {f}" for f in findings)
+            )
+        else:
+            print(f"verify: guard ok ({len(guarded)} file(s))")
+
+    if failures:
+        raise ToolError("verify failed:\n" + "\n\n".join(failures))
+    print(f"verify: all checks passed in {time.monotonic() - start:.1f}s")
