@@ -1,0 +1,42 @@
+"""Constants of the original Quicksviewer inference path.
+
+Only strings and sentinels live here: token ids always come from the tokenizer.
+
+* ``IMAGE_PLACEHOLDER`` is never a vocabulary token. The original splits the prompt on
+  this literal and inserts ``IMAGE_TOKEN_INDEX`` (-200) between the separately tokenized
+  chunks (``tokenizer_image_token``); every sentinel is later replaced by a block of
+  ``num_queries`` visual embeddings.
+* ``MARKERS`` lists the 8 added tokens in the order the original adds them in
+  ``initialize_vision_tokenizer`` (patch, video, im, thumbnail pairs), which fixes
+  their ids (151665..151672 on top of the Qwen2.5 vocabulary). The key of each entry
+  names the ``<key>_token_id`` field of the converted SGLang config.
+"""
+
+IMAGE_PLACEHOLDER = "<image>"
+IMAGE_TOKEN_INDEX = -200
+
+MARKERS = {
+    "patch_start": "<patch_start>",
+    "patch_end": "<patch_end>",
+    "video_start": "<video_start>",
+    "video_end": "<video_end>",
+    "im_start": "<im_start>",
+    "im_end": "<im_end>",
+    "thumbnail_start": "<thumbnail_start>",
+    "thumbnail_end": "<thumbnail_end>",
+}
+
+# conv_qwen2 of the original: ChatML roles, empty system prompt, no system turn at all.
+USER_ROLE = "<|im_start|>user\n"
+ASSISTANT_ROLE = "<|im_start|>assistant\n"
+TURN_SEP = "<|im_end|>\n"
+
+# SigLIP features are resized from 27x27 to this grid (hard-coded interp=576 upstream).
+FEATURE_GRID = 24
+# Frames per cube on average (FPQ) and the Gumbel-softmax temperature used at inference.
+FRAMES_PER_CUBE = 5
+CUBING_TEMPERATURE = 0.5
+CUBING_MOMENTUM = 0.8
+# Defaults of serve/cli.py and the eval scripts: at most 420 frames sampled at 1 fps.
+VIDEO_MAX_FRAMES = 420
+VIDEO_FPS = 1
