@@ -1,0 +1,130 @@
+# Copyright 2025 SGLang Team
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+"""Configuration of Quicksviewer (arXiv 2504.15270).
+
+Quicksviewer is a Qwen2 language model, a SigLIP vision tower, a "cubing"
+network that cuts a video into variable-length cubes, and a 3D perceiver
+resampler that turns every cube (and a thumbnail) into ``num_queries`` tokens.
+
+The released checkpoints use ``model_type: quicksviewer_qwen`` and the
+architecture name ``LlavaQwenForCausalLM``, which SGLang already maps to its
+LLaVA-OneVision model (and forces to fp16). Converted checkpoints (see the
+project's ``convert`` tool) use ``model_type: quicksviewer`` and
+``QuicksviewerForCausalLM`` with explicit ``text_config`` and
+``vision_config``; that is the layout this class reads.
+"""
+
+from typing import Any, Dict, List, Optional, Union
+
+from transformers import PretrainedConfig, Qwen2Config, SiglipVisionConfig
+
+# The 8 marker tokens of the original tokenizer, in the order the original adds them.
+QUICKSVIEWER_MARKERS = (
+    "patch_start",
+    "patch_end",
+    "video_start",
+    "video_end",
+    "im_start",
+    "im_end",
+    "thumbnail_start",
+    "thumbnail_end",
+)
+
+# anyres candidate resolutions (width, height) of the released model
+DEFAULT_IMAGE_GRID_PINPOINTS = [
+    [224, 448],
+    [224, 672],
+    [224, 896],
+    [448, 448],
+    [448, 224],
+    [672, 224],
+    [896, 224],
+]
+
+
+class QuicksviewerConfig(PretrainedConfig):
+    model_type = "quicksviewer"
+    sub_configs = {"text_config": Qwen2Config, "vision_config": SiglipVisionConfig}
+
+    def __init__(
+        self,
+        text_config: Optional[Union[Dict[str, Any], Qwen2Config]] = None,
+        vision_config: Optional[Union[Dict[str, Any], SiglipVisionConfig]] = None,
+        num_queries: int = 64,
+        resampler_num_heads: Optional[int] = None,
+        resampler_max_size: Optional[List[int]] = None,
+        vision_feature_size: int = 24,
+        cubing_momentum: float = 0.8,
+        cubing_frames_per_cube: int = 5,
+        cubing_temperature: float = 0.5,
+        use_thumbnail: bool = True,
+        image_aspect_ratio: str = "anyres",
+        image_grid_pinpoints: Optional[List[List[int]]] = None,
+        video_max_frames: int = 420,
+        video_fps: float = 1.0,
+        mm_use_im_start_end: bool = True,
+        mm_use_patch_start_end: bool = True,
+        mm_use_video_start_end: bool = True,
+        mm_use_thumbnail_start_end: bool = True,
+        pad_token_id: Optional[int] = None,
+        **kwargs,
+    ):
+        if isinstance(text_config, dict):
+            text_config = Qwen2Config(**text_config)
+        elif text_config is None:
+            text_config = Qwen2Config()
+        if isinstance(vision_config, dict):
+            vision_config = SiglipVisionConfig(**vision_config)
+        elif vision_config is None:
+            vision_config = SiglipVisionConfig()
+        self.text_config = text_config
+        self.vision_config = vision_config
+
+        for marker in QUICKSVIEWER_MARKERS:
+            key = f"{marker}_token_id"
+            setattr(self, key, kwargs.pop(key, None))
+
+        self.num_queries = num_queries
+        # The original resampler uses one head per 128 channels unless told otherwise.
+        self.resampler_num_heads = resampler_num_heads or text_config.hidden_size // 128
+        self.resampler_max_size = list(resampler_max_size or [300, 24, 24])
+        self.vision_feature_size = vision_feature_size
+        self.cubing_momentum = cubing_momentum
+        self.cubing_frames_per_cube = cubing_frames_per_cube
+        self.cubing_temperature = cubing_temperature
+        self.use_thumbnail = use_thumbnail
+        self.image_aspect_ratio = image_aspect_ratio
+        self.image_grid_pinpoints = [
+            list(p) for p in (image_grid_pinpoints or DEFAULT_IMAGE_GRID_PINPOINTS)
+        ]
+        self.video_max_frames = video_max_frames
+        self.video_fps = video_fps
+        self.mm_use_im_start_end = mm_use_im_start_end
+        self.mm_use_patch_start_end = mm_use_patch_start_end
+        self.mm_use_video_start_end = mm_use_video_start_end
+        self.mm_use_thumbnail_start_end = mm_use_thumbnail_start_end
+        if pad_token_id is None:
+            pad_token_id = text_config.pad_token_id
+        super().__init__(pad_token_id=pad_token_id, **kwargs)
+
+    def marker_token_ids(self) -> Dict[str, int]:
+        """The ids of the 8 marker tokens, keyed by marker name."""
+        ids = {m: getattr(self, f"{m}_token_id") for m in QUICKSVIEWER_MARKERS}
+        missing = [m for m, i in ids.items() if i is None]
+        if missing:
+            raise ValueError(
+                f"Quicksviewer config lacks the token ids of {missing}; "
+                "convert the checkpoint with the project's convert tool."
+            )
+        return ids

@@ -1,0 +1,456 @@
+# Copyright 2025 SGLang Team
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+"""Inference-only Quicksviewer (arXiv 2504.15270).
+
+A video of N frames (1 fps, at most 420) goes through a SigLIP tower (all
+layers, features before ``post_layernorm``, 27x27 resized to 24x24). The cubing
+network scores every frame transition, keeps the top ``max(round(N/5)-1, 1)``
+transitions as cube boundaries (frame 0 always starts a cube), and a 3D
+perceiver resampler turns every cube into ``num_queries`` tokens; a thumbnail
+of the cube-start frames adds one more block. Only the timestamp of each cube's
+first frame stays in the prompt, so the prompt layout depends on the cubing
+decision.
+
+SGLang fixes ``input_ids`` before the prefill. This model therefore runs the
+visual encoder in ``pad_input_ids`` (scheduler process, beside the weights, once
+per request), writes the exact original layout into the ids, and hands the
+visual embeddings to the prefill as ``precomputed_embeddings``. Images have a
+fixed layout and take the usual ``get_image_feature`` path.
+"""
+
+import logging
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from sglang.srt.configs.quicksviewer import QuicksviewerConfig
+from sglang.srt.layers.linear import ReplicatedLinear
+from sglang.srt.layers.quantization.base_config import QuantizationConfig
+from sglang.srt.managers.mm_utils import general_mm_embed_routine
+from sglang.srt.managers.schedule_batch import (
+    Modality,
+    MultimodalDataItem,
+    MultimodalInputs,
+)
+from sglang.srt.model_executor.forward_batch_info import ForwardBatch
+from sglang.srt.model_loader.weight_utils import default_weight_loader
+from sglang.srt.models.idefics2 import Idefics2VisionTransformer
+from sglang.srt.models.qwen2 import Qwen2ForCausalLM
+from sglang.srt.models.utils import WeightsMapper
+from sglang.srt.utils import add_prefix
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+def _sincos_1d(embed_dim: int, positions: torch.Tensor) -> torch.Tensor:
+    """1D sin-cos table, computed exactly like the original (fp32, CPU)."""
+    omega = torch.arange(embed_dim // 2, dtype=torch.float32)
+    omega /= embed_dim / 2.0
+    omega = 1.0 / 10000**omega
+    out = torch.einsum("t,d->td", positions, omega)
+    return torch.cat([torch.sin(out), torch.cos(out)], dim=-1)
+
+
+class QuicksviewerPosEmbed3D(nn.Module):
+    """The resampler's 3D sin-cos key positions, built from 1D tables.
+
+    The original materialises a (300, 24, 24, D) fp32 table on the CPU (2.5 GB
+    for D=3584) and regrows it for longer videos. Every entry is the
+    concatenation of three independent 1D tables ([2/8 time, 3/8 row, 3/8 col]
+    of D), so gathering from the 1D tables gives bit-identical values without
+    the big buffer, for any frame index.
+    """
+
+    def __init__(self, embed_dim: int, grid_size: int):
+        super().__init__()
+        if embed_dim % 8 != 0:
+            raise ValueError(f"resampler width {embed_dim} must be divisible by 8")
+        self.embed_dim = embed_dim
+        self.dim_t = embed_dim // 8 * 2
+        self.dim_hw = embed_dim // 8 * 3
+        spatial = _sincos_1d(
+            self.dim_hw, torch.arange(grid_size, dtype=torch.float32, device="cpu")
+        )
+        row = spatial[:, None, :].expand(grid_size, grid_size, self.dim_hw)
+        col = spatial[None, :, :].expand(grid_size, grid_size, self.dim_hw)
+        self.register_buffer(
+            "spatial",
+            torch.cat([row, col], dim=-1).reshape(grid_size * grid_size, -1),
+            persistent=False,
+        )
+        self._time = torch.empty(0, self.dim_t)
+
+    def _time_table(self, end: int) -> torch.Tensor:
+        if self._time.shape[0] < end:
+            size = max(end, 2 * self._time.shape[0], 300)
+            positions = torch.arange(size, dtype=torch.float32, device="cpu")
+            self._time = _sincos_1d(self.dim_t, positions)
+        return self._time
+
+    def forward(self, start: int, end: int, dtype: torch.dtype) -> torch.Tensor:
+        """Positions of frames [start, end) as (n * grid^2, D) in ``dtype``."""
+        spatial = self.spatial.float()
+        time = self._time_table(end)[start:end].to(spatial.device)
+        n, hw = end - start, spatial.shape[0]
+        pos = torch.cat(
+            [
+                time[:, None, :].expand(n, hw, self.dim_t),
+                spatial[None].expand(n, hw, spatial.shape[-1]),
+            ],
+            dim=-1,
+        )
+        return pos.reshape(n * hw, self.embed_dim).to(dtype)
+
+
+class QuicksviewerResampler(nn.Module):
+    """Perceiver resampler with 3D positions added to the keys only.
+
+    ``nn.MultiheadAttention`` is kept on purpose: the original calls it with
+    ``need_weights=True`` and a key padding mask, which selects PyTorch's
+    explicit attention math, and parity depends on the same kernel sequence.
+    """
+
+    def __init__(
+        self,
+        config: QuicksviewerConfig,
+        quant_config: Optional[QuantizationConfig] = None,
+        prefix: str = "",
+    ):
+        super().__init__()
+        embed_dim = config.text_config.hidden_size
+        kv_dim = config.vision_config.hidden_size
+        self.query = nn.Parameter(torch.empty(config.num_queries, embed_dim))
+        self.kv_proj = ReplicatedLinear(
+            kv_dim,
+            embed_dim,
+            bias=False,
+            quant_config=quant_config,
+            prefix=add_prefix("kv_proj", prefix),
+        )
+        self.attn = nn.MultiheadAttention(embed_dim, config.resampler_num_heads)
+        self.ln_q = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.ln_kv = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.ln_post = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.proj = nn.Parameter(torch.empty(embed_dim, embed_dim))
+        self.pos_embed = QuicksviewerPosEmbed3D(embed_dim, config.vision_feature_size)
+
+    def forward(self, features: torch.Tensor, frame_start: int = 0) -> torch.Tensor:
+        """features: (B, n * grid^2, C) vision features of B cubes or tiles of n
+        frames starting at absolute frame ``frame_start``; returns (B, Q, D)."""
+        batch, length, _ = features.shape
+        grid = self.pos_embed.spatial.shape[0]
+        pos = self.pos_embed(frame_start, frame_start + length // grid, features.dtype)
+        x, _ = self.kv_proj(features)
+        x = self.ln_kv(x).permute(1, 0, 2)
+        q = self.ln_q(self.query).unsqueeze(1).repeat(1, batch, 1)
+        key_padding_mask = torch.zeros(
+            (batch, length), dtype=torch.bool, device=x.device
+        )
+        out = self.attn(q, x + pos.unsqueeze(1), x, key_padding_mask=key_padding_mask)[
+            0
+        ]
+        return self.ln_post(out.permute(1, 0, 2)) @ self.proj
+
+
+class QuicksviewerCubing(nn.Module):
+    """Momentum cubing head and thumbnail of the original ``Cubing`` module."""
+
+    def __init__(
+        self,
+        config: QuicksviewerConfig,
+        quant_config: Optional[QuantizationConfig] = None,
+        prefix: str = "",
+    ):
+        super().__init__()
+        dim = config.vision_config.hidden_size
+        self.momentum = config.cubing_momentum
+        self.frames_per_cube = config.cubing_frames_per_cube
+        self.temperature = config.cubing_temperature
+
+        def linear(name: str, out_dim: int, in_dim: int = dim) -> ReplicatedLinear:
+            return ReplicatedLinear(
+                in_dim,
+                out_dim,
+                quant_config=quant_config,
+                prefix=add_prefix(name, prefix),
+            )
+
+        self.agg_frame = linear("agg_frame", dim)
+        self.proj_norm = nn.LayerNorm(dim)
+        self.proj_fc1 = linear("proj_fc1", dim)
+        self.proj_act = nn.GELU()
+        self.proj_fc2 = linear("proj_fc2", 2)
+        self.thumbnail_proj = linear("thumbnail_proj", config.text_config.hidden_size)
+
+    @staticmethod
+    def num_boundaries(num_frames: int) -> int:
+        """Boundaries chosen besides frame 0 (the original's ``num_cubes``)."""
+        return max(round(num_frames / 5) - 1, 1)
+
+    def boundary_scores(self, video: torch.Tensor) -> torch.Tensor:
+        """P(cube starts at frame j), j = 1..N-1, in the model dtype.
+
+        The momentum recursion keeps the original eager op order and dtype:
+        m_1 = v_1 - v_0, m_i = a * (v_i - v_{i-1}) + (1 - a) * m_{i-1}.
+        """
+        alpha = self.momentum
+        diffs = video[1:] - video[:-1]
+        scaled = alpha * diffs
+        momentum = torch.empty_like(diffs)
+        momentum[0] = diffs[0]
+        for i in range(1, diffs.shape[0]):
+            momentum[i] = scaled[i] + (1 - alpha) * momentum[i - 1]
+        feats, _ = self.agg_frame(momentum)
+        feats = self.proj_norm(feats.mean(dim=1))
+        feats, _ = self.proj_fc1(feats)
+        logits, _ = self.proj_fc2(self.proj_act(feats))
+        return F.softmax(logits / self.temperature, dim=-1)[:, 1]
+
+    def select(self, scores: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Straight-through cube-start weights (N,), non-zero where a cube starts.
+
+        The original runs ``topk`` on CUDA, which returns the lowest index among
+        equal scores (bf16 scores tie often); a stable descending sort gives that
+        order on every device.
+        """
+        k = self.num_boundaries(num_frames)
+        order = torch.sort(scores, descending=True, stable=True).indices[:k]
+        hard = torch.zeros_like(scores).scatter_(0, order, 1)
+        hard = (hard - scores) + scores
+        return torch.cat([torch.ones_like(hard[:1]), hard])
+
+    def thumbnail(self, video: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Weighted mean of the cube-start frames, pooled to 64 tokens: (1, Q, D)."""
+        mean = (video * weights[:, None, None] / weights.sum()).sum(0, keepdim=True)
+        pooled = F.avg_pool2d(mean, kernel_size=(9, 1), stride=(9, 1))
+        out, _ = self.thumbnail_proj(pooled)
+        return out
+
+
+class QuicksviewerForCausalLM(nn.Module):
+    hf_to_sglang_mapper = WeightsMapper(
+        orig_to_new_substr={
+            "self_attn.out_proj.": "self_attn.proj.",
+            "agg_frame_fn.0.": "agg_frame.",
+            "proj_fn.0.": "proj_norm.",
+            "proj_fn.1.": "proj_fc1.",
+            "proj_fn.3.": "proj_fc2.",
+            "thumbnail_fn.1.": "thumbnail_proj.",
+        },
+        orig_to_new_prefix={
+            # features are taken before post_layernorm; the MAP head is unused
+            "model.vision_tower.vision_tower.vision_model.post_layernorm.": None,
+            "model.vision_tower.vision_tower.vision_model.head.": None,
+            "model.vision_tower.vision_tower.vision_model.": "vision_tower.",
+            "model.vision_resampler.": "resampler.",
+            "model.cubing.": "cubing.",
+            "model.": "language_model.model.",
+            "lm_head.": "language_model.lm_head.",
+        },
+    )
+
+    def __init__(
+        self,
+        config: QuicksviewerConfig,
+        quant_config: Optional[QuantizationConfig] = None,
+        prefix: str = "",
+    ) -> None:
+        super().__init__()
+        self.config = config
+        # The visual encoder runs in pad_input_ids, outside the forward pass, so
+        # it is replicated on every TP rank: no collectives between batches.
+        self.vision_tower = Idefics2VisionTransformer(
+            config.vision_config,
+            require_post_norm=False,
+            use_data_parallel=True,
+            prefix=add_prefix("vision_tower", prefix),
+        )
+        self.cubing = QuicksviewerCubing(config, prefix=add_prefix("cubing", prefix))
+        self.resampler = QuicksviewerResampler(
+            config, prefix=add_prefix("resampler", prefix)
+        )
+        self.language_model = Qwen2ForCausalLM(
+            config.text_config,
+            quant_config=quant_config,
+            prefix=add_prefix("language_model", prefix),
+        )
+        self.feature_size = config.vision_feature_size
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.language_model.get_input_embeddings()
+
+    # ------------------------------------------------------------------ vision
+    def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """SigLIP features of (B, 3, H, W) pixels as (B, 24 * 24, C).
+
+        The original casts pixels to fp16 first and then to the tower dtype; the
+        processor already sends fp16.
+        """
+        weight = self.vision_tower.embeddings.patch_embedding.weight
+        pixel_values = pixel_values.to(device=weight.device, dtype=weight.dtype)
+        batch = pixel_values.shape[0]
+        side = self.vision_tower.embeddings.num_patches_per_side
+        patch_mask = torch.ones((batch, side, side), dtype=torch.bool)
+        hidden = self.vision_tower(pixel_values, patch_attention_mask=patch_mask)
+        grid = hidden.view(batch, side, side, -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(
+            grid.float(),
+            size=(self.feature_size, self.feature_size),
+            mode="bilinear",
+            align_corners=False,
+        ).to(hidden.dtype)
+        return grid.permute(0, 2, 3, 1).flatten(1, 2)
+
+    @torch.no_grad()
+    def encode_video(
+        self, pixel_values: torch.Tensor
+    ) -> Tuple[torch.Tensor, List[int]]:
+        """Cube a video of N >= 2 frames.
+
+        Returns the (K + 1, Q, D) embeddings (thumbnail first, then one block per
+        cube) and the K cube start frames.
+        """
+        video = self.encode_frames(pixel_values)
+        num_frames = video.shape[0]
+        scores = self.cubing.boundary_scores(video)
+        weights = self.cubing.select(scores, num_frames)
+        starts = torch.nonzero(weights).flatten().tolist()
+        ends = starts[1:] + [num_frames]
+        blocks = [self.cubing.thumbnail(video, weights)]
+        for start, end in zip(starts, ends):
+            cube = video[start:end].reshape(1, -1, video.shape[-1])
+            blocks.append(self.resampler(cube, frame_start=start))
+        return torch.cat(blocks), starts
+
+    def get_image_feature(self, items: List[MultimodalDataItem]) -> torch.Tensor:
+        """Every anyres tile is one 64-token block (no cubing, frame index 0)."""
+        pixel_values = torch.cat([item.feature for item in items])
+        features = self.encode_frames(pixel_values)
+        return self.resampler(features).flatten(0, 1)
+
+    def get_video_feature(self, items: List[MultimodalDataItem]) -> torch.Tensor:
+        # Videos are encoded in pad_input_ids; their items always carry
+        # precomputed_embeddings, so the embedding routine never calls this.
+        raise RuntimeError(
+            "Quicksviewer video items must carry precomputed embeddings "
+            "(set by pad_input_ids)"
+        )
+
+    # -------------------------------------------------------------- layout
+    def pad_input_ids(
+        self, input_ids: List[int], mm_inputs: MultimodalInputs
+    ) -> List[int]:
+        """Write the final prompt layout and the pad values of every item.
+
+        The processor emits, per video, a thumbnail run and one run of
+        K * Q placeholders. Here the video is cubed, each cube's run is preceded
+        by the token ids of its first frame's timestamp (exactly as the original
+        keeps them), the item gets one offset per 64-token block and its
+        embeddings as ``precomputed_embeddings``. Image runs are only padded.
+        """
+        items = sorted(mm_inputs.mm_items, key=lambda item: item.offsets[0][0])
+        out: List[int] = []
+        cursor = 0
+        for item in items:
+            first, last = item.offsets[0][0], item.offsets[-1][1]
+            out.extend(input_ids[cursor:first])
+            shift = len(out) - first
+            if item.is_video():
+                item.offsets = self._layout_video(item, input_ids, out)
+            else:
+                item.offsets = [(s + shift, e + shift) for s, e in item.offsets]
+                out.extend(input_ids[first : last + 1])
+                for s, e in item.offsets:
+                    out[s : e + 1] = [item.pad_value] * (e - s + 1)
+            cursor = last + 1
+        out.extend(input_ids[cursor:])
+        return out
+
+    def _layout_video(
+        self, item: MultimodalDataItem, input_ids: Sequence[int], out: List[int]
+    ) -> List[Tuple[int, int]]:
+        (thumb_start, thumb_end), (cubes_start, _) = item.offsets
+        embeddings, starts = self.encode_video(item.feature)
+        num_queries = embeddings.shape[1]
+        timestamps = item.model_specific_data["timestamp_token_ids"]
+        offsets = [(len(out), len(out) + num_queries - 1)]
+        out.extend([item.pad_value] * num_queries)
+        out.extend(input_ids[thumb_end + 1 : cubes_start])
+        for start in starts:
+            out.extend(timestamps[start])
+            offsets.append((len(out), len(out) + num_queries - 1))
+            out.extend([item.pad_value] * num_queries)
+        item.precomputed_embeddings = embeddings.flatten(0, 1)
+        item.feature = None
+        if embeddings.is_cuda:
+            # the prefill runs on another stream
+            torch.cuda.current_stream().synchronize()
+        return offsets
+
+    # ------------------------------------------------------------- forward
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        forward_batch: ForwardBatch,
+        input_embeds: Optional[torch.Tensor] = None,
+        get_embedding: bool = False,
+    ):
+        return general_mm_embed_routine(
+            input_ids=input_ids,
+            forward_batch=forward_batch,
+            language_model=self.language_model,
+            multimodal_model=self,
+            data_embedding_funcs={Modality.IMAGE: self.get_image_feature},
+            positions=positions,
+            get_embedding=get_embedding,
+        )
+
+    def load_weights(self, weights: Iterable[Tuple[str, torch.Tensor]]):
+        stacked_params_mapping = [
+            # (param_name, shard_name, shard_id)
+            ("qkv_proj", "q_proj", "q"),
+            ("qkv_proj", "k_proj", "k"),
+            ("qkv_proj", "v_proj", "v"),
+        ]
+        params_dict = dict(self.named_parameters())
+        language_weights = []
+        for name, loaded_weight in self.hf_to_sglang_mapper.apply(weights):
+            if name.startswith("language_model."):
+                language_weights.append((name[len("language_model.") :], loaded_weight))
+                continue
+            if name.startswith("vision_tower."):
+                for param_name, shard_name, shard_id in stacked_params_mapping:
+                    if shard_name in name:
+                        name = name.replace(shard_name, param_name)
+                        param = params_dict[name]
+                        param.weight_loader(param, loaded_weight, shard_id)
+                        break
+                else:
+                    self._load_plain(params_dict, name, loaded_weight)
+                continue
+            self._load_plain(params_dict, name, loaded_weight)
+        self.language_model.load_weights(language_weights)
+
+    @staticmethod
+    def _load_plain(params_dict, name: str, loaded_weight: torch.Tensor) -> None:
+        if name not in params_dict:
+            raise ValueError(f"Unexpected Quicksviewer weight: {name}")
+        param = params_dict[name]
+        weight_loader = getattr(param, "weight_loader", default_weight_loader)
+        weight_loader(param, loaded_weight)
+
+
+EntryClass = [QuicksviewerForCausalLM]
