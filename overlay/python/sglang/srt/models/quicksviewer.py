@@ -32,8 +32,11 @@ fixed layout and take the usual ``get_image_feature`` path.
 import logging
 from typing import Iterable, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from sglang.srt.configs.quicksviewer import QuicksviewerConfig
 from sglang.srt.layers.linear import ReplicatedLinear
 from sglang.srt.layers.quantization.base_config import QuantizationConfig
@@ -49,7 +52,6 @@ from sglang.srt.models.idefics2 import Idefics2VisionTransformer
 from sglang.srt.models.qwen2 import Qwen2ForCausalLM
 from sglang.srt.models.utils import WeightsMapper
 from sglang.srt.utils import add_prefix
-from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -231,9 +233,17 @@ class QuicksviewerCubing(nn.Module):
         hard = (hard - scores) + scores
         return torch.cat([torch.ones_like(hard[:1]), hard])
 
-    def thumbnail(self, video: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Weighted mean of the cube-start frames, pooled to 64 tokens: (1, Q, D)."""
-        mean = (video * weights[:, None, None] / weights.sum()).sum(0, keepdim=True)
+    def thumbnail(
+        self, video: torch.Tensor, weights: torch.Tensor, total: float
+    ) -> torch.Tensor:
+        """Weighted mean of the cube-start frames, pooled to 64 tokens: (1, Q, D).
+
+        The original divides by ``weights.sum().item()`` on CUDA, where dividing
+        by a host scalar is a multiplication by its fp32 reciprocal; doing the
+        same here gives the original's numbers on every device.
+        """
+        inv_total = float(np.float32(1.0) / np.float32(total))
+        mean = (video * weights[:, None, None] * inv_total).sum(0, keepdim=True)
         pooled = F.avg_pool2d(mean, kernel_size=(9, 1), stride=(9, 1))
         out, _ = self.thumbnail_proj(pooled)
         return out
@@ -326,9 +336,11 @@ class QuicksviewerForCausalLM(nn.Module):
         num_frames = video.shape[0]
         scores = self.cubing.boundary_scores(video)
         weights = self.cubing.select(scores, num_frames)
-        starts = torch.nonzero(weights).flatten().tolist()
+        # The layout depends on the cubes: one device-to-host copy per video.
+        *host_weights, total = torch.cat([weights, weights.sum()[None]]).tolist()
+        starts = [i for i, w in enumerate(host_weights) if w != 0]
         ends = starts[1:] + [num_frames]
-        blocks = [self.cubing.thumbnail(video, weights)]
+        blocks = [self.cubing.thumbnail(video, weights, total)]
         for start, end in zip(starts, ends):
             cube = video[start:end].reshape(1, -1, video.shape[-1])
             blocks.append(self.resampler(cube, frame_start=start))

@@ -31,6 +31,7 @@ Frames, pixels and prompt expansion follow the original implementation:
 """
 
 import asyncio
+import binascii
 import json
 import math
 import os
@@ -41,6 +42,10 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from PIL import Image
+from transformers.models.siglip.image_processing_pil_siglip import (
+    SiglipImageProcessorPil,
+)
+
 from sglang.srt.managers.schedule_batch import (
     Modality,
     MultimodalDataItem,
@@ -50,9 +55,6 @@ from sglang.srt.models.quicksviewer import QuicksviewerCubing, QuicksviewerForCa
 from sglang.srt.multimodal.processors.base_processor import BaseMultimodalProcessor
 from sglang.srt.utils import load_image
 from sglang.srt.utils.common import _normalize_video_input, load_video
-from transformers.models.siglip.image_processing_pil_siglip import (
-    SiglipImageProcessorPil,
-)
 
 IMAGE_PLACEHOLDER = "<image>"
 VIDEO_PLACEHOLDER = "<video>"
@@ -161,10 +163,17 @@ class _SGLangReader:
 
 def open_video(source):
     """A frame reader over ``source`` (path, URL, data URL, base64 or bytes)."""
+    source = getattr(source, "url", source)
     try:
         return _SGLangReader(load_video(source, use_gpu=False))
     except ImportError:
-        return _OpenCVReader(getattr(source, "url", source))
+        return _OpenCVReader(source)
+    except binascii.Error as e:
+        # SGLang reads a string that is no file, URL or data URL as base64
+        raise ValueError(
+            f"Video {source[:100]!r} is neither an existing file, a URL nor "
+            f"base64 data ({e})"
+        ) from e
 
 
 def select_best_resolution(
