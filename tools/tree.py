@@ -479,7 +479,12 @@ def inspect_tree(repo: git.Repo, state: State) -> Findings:
             found.operation = what
             break
     out = git_out(
-        repo, "status", "--porcelain=v1", "--untracked-files=all", strip=False
+        repo,
+        "--no-optional-locks",
+        "status",
+        "--porcelain=v1",
+        "--untracked-files=all",
+        strip=False,
     )
     found.dirty = [line for line in out.splitlines() if line.strip()]
     saved = [s for s in [state.tip, *state.known] if s and rev(repo, s)]
@@ -501,6 +506,29 @@ def inspect_tree(repo: git.Repo, state: State) -> Findings:
 # ------------------------------------------------------------------------ apply
 
 
+APPLIED_DIR = "qsv-applied"
+
+
+def _store_applied(repo: git.Repo, sha: str, patch: Path) -> None:
+    """Keep the exact bytes of the patch that produced commit ``sha``.
+
+    ``export`` writes these bytes back for commits that are unchanged, so patches
+    written by hand (or by another git version) round-trip byte for byte.
+    """
+    directory = Path(repo.git_dir) / APPLIED_DIR
+    directory.mkdir(exist_ok=True)
+    (directory / f"{sha}.patch").write_bytes(patch.read_bytes())
+    (directory / f"{sha}.name").write_text(patch.name)
+
+
+def _applied_patch(repo: git.Repo, sha: str) -> Optional[Tuple[str, bytes]]:
+    directory = Path(repo.git_dir) / APPLIED_DIR
+    data, name = directory / f"{sha}.patch", directory / f"{sha}.name"
+    if data.is_file() and name.is_file():
+        return name.read_text().strip(), data.read_bytes()
+    return None
+
+
 def _am(repo: git.Repo, patch: Path, group: str) -> None:
     before = rev(repo, "HEAD")
     status, out, err = run_git(
@@ -514,6 +542,7 @@ def _am(repo: git.Repo, patch: Path, group: str) -> None:
         check=False,
     )
     if status == 0:
+        _store_applied(repo, rev(repo, "HEAD"), patch)
         return
     run_git(repo, "am", "--abort", check=False)
     if rev(repo, "HEAD") != before:
@@ -725,24 +754,41 @@ def apply(
 
 
 def _format_patch(repo: git.Repo, rng: str, out_dir: Path) -> List[str]:
+    """Write one patch per commit of ``rng`` into ``out_dir`` plus its series file.
+
+    A commit that ``apply`` made from a patch file gets that file back, byte for
+    byte; any other commit is written by ``git format-patch``.
+    """
+    commits = commit_list(repo, rng)
+    outputs: List[Tuple[str, bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="qsv-format-patch-") as tmp:
+        for number, sha in enumerate(commits, 1):
+            known = _applied_patch(repo, sha)
+            if known is None or known[0] in (name for name, _ in outputs):
+                written = git_out(
+                    repo,
+                    "format-patch",
+                    "--zero-commit",
+                    "--no-signature",
+                    "--no-numbered",
+                    "--no-renames",
+                    "--subject-prefix=PATCH",
+                    f"--start-number={number}",
+                    "-o",
+                    tmp,
+                    "-1",
+                    sha,
+                )
+                path = Path(written.strip())
+                known = (path.name, path.read_bytes())
+                path.unlink()
+            outputs.append(known)
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("*.patch"):
         old.unlink()
-    names: List[str] = []
-    if commit_list(repo, rng):
-        out = git_out(
-            repo,
-            "format-patch",
-            "--zero-commit",
-            "--no-signature",
-            "--no-numbered",
-            "--no-renames",
-            "--subject-prefix=PATCH",
-            "-o",
-            str(out_dir.resolve()),
-            rng,
-        )
-        names = [Path(line).name for line in out.splitlines() if line.strip()]
+    for name, data in outputs:
+        (out_dir / name).write_bytes(data)
+    names = [name for name, _ in outputs]
     (out_dir / "series").write_text("".join(f"{n}\n" for n in names))
     return names
 

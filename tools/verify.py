@@ -186,7 +186,10 @@ def verify(paths, src: Optional[Path] = None) -> None:
         findings = []
         for rel in guarded:
             text = (fresh.build / rel).read_text()
-            findings += find_implicit_concatenations(text, rel)
+            try:
+                findings += find_implicit_concatenations(text, rel)
+            except ToolError:
+                pass  # a syntax error, already reported by compileall
         if findings:
             failures.append(
                 "implicitly concatenated strings in a list/tuple/set:\n"
