@@ -1,0 +1,158 @@
+"""Reading checkpoints in the ORIGINAL Quicksviewer on-disk format.
+
+Shared by the reference model and tools/checkpoints/convert.py:
+
+* ``read_original_config``: ``config.json`` of a ``quicksviewer_qwen`` checkpoint;
+* ``resolve_vision_tower``: where the SigLIP directory named by ``mm_vision_tower`` is.
+  The original passes the string to ``SiglipVisionModel.from_pretrained`` as is, i.e.
+  relative to the current directory (a training-machine path such as
+  ``/data/models/siglip-so400m-patch14-384`` in a released config). We try it as
+  given, then relative to the checkpoint directory, then its basename inside the
+  checkpoint directory;
+* ``weight_files`` / ``load_state_dict``: safetensors (single or sharded with an
+  index) or PyTorch ``.bin`` files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ORIGINAL_MODEL_TYPE = "quicksviewer_qwen"
+TOWER_PREFIX = "model.vision_tower.vision_tower.vision_model."
+RESAMPLER_PREFIX = "model.vision_resampler."
+CUBING_PREFIX = "model.cubing."
+
+
+class CheckpointError(ValueError):
+    """The directory is not a usable original-format Quicksviewer checkpoint."""
+
+
+def read_original_config(ckpt_dir: Path) -> dict:
+    """Load ``config.json`` and check it is an original Quicksviewer (Qwen2) config."""
+    ckpt_dir = Path(ckpt_dir)
+    path = ckpt_dir / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{ckpt_dir} has no config.json")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+    model_type = config.get("model_type")
+    if model_type != ORIGINAL_MODEL_TYPE:
+        hint = ""
+        if model_type == "quicksviewer":
+            hint = " (it is already converted to the SGLang layout)"
+        elif model_type == "quicksviewer_llama":
+            hint = " (the Llama-3.1 variant is not supported)"
+        raise CheckpointError(
+            f"{ckpt_dir} is not an original Quicksviewer checkpoint: model_type is "
+            f"{model_type!r}, expected {ORIGINAL_MODEL_TYPE!r}{hint}"
+        )
+    if not config.get("mm_vision_tower"):
+        raise CheckpointError(f"{path} has no mm_vision_tower (no vision modules)")
+    return config
+
+
+def is_tower_dir(path: Path) -> bool:
+    """A directory with a SigLIP ``config.json`` (vision or full SigLIP config)."""
+    config_path = Path(path) / "config.json"
+    if not config_path.is_file():
+        return False
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return False
+    return config.get("model_type") in ("siglip_vision_model", "siglip")
+
+
+def tower_candidates(name: str, ckpt_dir: Path) -> list[Path]:
+    """Where ``mm_vision_tower`` may point: as given, under ckpt_dir, by basename."""
+    given = Path(name)
+    candidates = [given]
+    if not given.is_absolute():
+        candidates.append(Path(ckpt_dir) / given)
+    candidates.append(Path(ckpt_dir) / given.name)
+    unique = []
+    for path in candidates:
+        if path not in unique:
+            unique.append(path)
+    return unique
+
+
+def resolve_vision_tower(
+    config: dict, ckpt_dir: Path, override: Path | None = None
+) -> Path | None:
+    """The SigLIP directory to use, or None when none of the candidates is one.
+
+    ``override`` (e.g. ``--vision-tower``) wins and must be a SigLIP directory.
+    """
+    if override is not None:
+        if not is_tower_dir(override):
+            raise CheckpointError(
+                f"{override} is not a SigLIP directory (no siglip config.json)"
+            )
+        return Path(override)
+    for path in tower_candidates(config["mm_vision_tower"], ckpt_dir):
+        if is_tower_dir(path):
+            return path
+    return None
+
+
+def weight_files(ckpt_dir: Path) -> list[Path]:
+    """The weight files of a checkpoint (index first when sharded)."""
+    ckpt_dir = Path(ckpt_dir)
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = ckpt_dir / index_name
+        if index.is_file():
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            shards = sorted(set(weight_map.values()))
+            missing = [s for s in shards if not (ckpt_dir / s).is_file()]
+            if missing:
+                raise CheckpointError(f"{index} lists missing shards {missing}")
+            return [index] + [ckpt_dir / s for s in shards]
+    for single in ("model.safetensors", "pytorch_model.bin"):
+        if (ckpt_dir / single).is_file():
+            return [ckpt_dir / single]
+    raise CheckpointError(
+        f"{ckpt_dir} has no weights (model.safetensors[.index.json] or "
+        "pytorch_model.bin[.index.json])"
+    )
+
+
+def load_state_dict(ckpt_dir: Path) -> dict:
+    """All tensors of the checkpoint on CPU, in their stored dtype."""
+    import torch
+    from safetensors.torch import load_file
+
+    state = {}
+    for path in weight_files(ckpt_dir):
+        if path.name.endswith(".index.json"):
+            continue
+        if path.suffix == ".safetensors":
+            state.update(load_file(str(path)))
+        else:
+            state.update(torch.load(path, map_location="cpu", weights_only=True))
+    return state
+
+
+def read_tensor_shapes(ckpt_dir: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape without loading data (safetensors headers only)."""
+    from safetensors import safe_open
+
+    shapes = {}
+    for path in weight_files(ckpt_dir):
+        if path.name.endswith(".index.json"):
+            continue
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), framework="pt") as f:
+                for name in f.keys():
+                    shapes[name] = tuple(f.get_slice(name).get_shape())
+        else:
+            import torch
+
+            for name, tensor in torch.load(
+                path, map_location="meta", weights_only=True
+            ).items():
+                shapes[name] = tuple(tensor.shape)
+    return shapes

@@ -1,0 +1,392 @@
+"""Seeded tiny random Quicksviewer checkpoints in the ORIGINAL on-disk format.
+
+The directory looks like a stage-3 training output of the original code base
+(``LlavaQwenForCausalLM.save_pretrained`` + the slow-tokenizer save), scaled down:
+
+* ``config.json``: ``model_type: quicksviewer_qwen``, ``architectures:
+  ["LlavaQwenForCausalLM"]``, the Qwen2 keys of a tiny LLM (hidden 128, 2 layers, 4
+  heads, 2 KV heads, intermediate 256, vocab 151673 = len(tokenizer)) and every key
+  the original inference path reads (see ``original_config``), with the values of the
+  released training scripts (stage3.sh / train/args.py);
+* ``model-0000{1,2}-of-00002.safetensors`` + index, under the ORIGINAL key names:
+  ``model.vision_tower.vision_tower.vision_model.*`` (incl. ``post_layernorm`` and
+  the MAP ``head``, which inference never uses), ``model.vision_resampler.*``
+  (``proj`` is a bare parameter used as ``x @ proj``), ``model.cubing.*``, the
+  Qwen2 keys and ``lm_head``;
+* the tokenizer of tools/checkpoints/tokenizer.py (Qwen2.5 + the 8 markers);
+* ``siglip-tiny/``: the SigLIP directory ``mm_vision_tower`` points to (relative to
+  the checkpoint), a SigLIP-so400m-shaped tower (384 px, patch 14 -> 27 x 27 = 729
+  patches) scaled to hidden 64, 2 layers, 2 heads, with so400m's
+  ``preprocessor_config.json`` and its OWN "pretrained" weights (another seed), since
+  the original loads the tower from there and then overwrites it with the fine-tuned
+  weights stored in the checkpoint;
+* ``generation_config.json``: Qwen2.5-7B-Instruct's sampling defaults (do_sample,
+  temperature 0.7, top_p 0.8, top_k 20, repetition_penalty 1.05), which a checkpoint
+  trained from Qwen2.5-7B-Instruct with the HF Trainer carries. ``chat()`` passes no
+  sampling arguments, so the original samples with these; parity tests must force
+  greedy decoding on both sides, and keeping the file exercises exactly that.
+
+Sizes are chosen so the original code handles them exactly: the resampler width (=
+LLM hidden 128) is a multiple of 16 as the 3D sin-cos table needs (32 time + 48 row
++ 48 col channels) and ``num_heads: 2`` is written explicitly like the released
+config (the original falls back to ``hidden // 128`` only when it is absent).
+
+Weights are Gaussian with fan-in scaling so activations stay O(1) in bf16. The cubing
+head's last layer is scaled so that the boundary logits ``z1 - z0`` of moving videos
+spread over a few units: ``softmax(z / 0.5)[..., 1]`` then covers (0, 1) and the top-k
+cut rarely meets a bf16 tie. The LLM embeddings have unit scale so the greedy tokens
+follow the context instead of collapsing into one repeated token.
+
+CLI: ``python -m tools.checkpoints.tiny --out DIR --seed N [--dtype bf16|fp32]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+from qsv_reference.constants import FEATURE_GRID, MARKERS
+from tools.checkpoints.tokenizer import (
+    TokenizerBuildError,
+    build_quicksviewer_tokenizer,
+)
+
+TOWER_DIRNAME = "siglip-tiny"
+TOWER_PREFIX = "model.vision_tower.vision_tower.vision_model."
+RESAMPLER_PREFIX = "model.vision_resampler."
+CUBING_PREFIX = "model.cubing."
+
+# The candidate resolutions string of train/args.py, stored verbatim in the config.
+IMAGE_GRID_PINPOINTS = (
+    "[(224, 448), (224, 672), (224, 896), (448, 448), (448, 224), (672, 224), "
+    "(896, 224)]"
+)
+
+TEXT = dict(
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=32768,
+    rope_theta=1000000.0,
+    rms_norm_eps=1e-06,
+)
+VISION = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    image_size=384,
+    patch_size=14,
+    num_channels=3,
+    hidden_act="gelu_pytorch_tanh",
+    layer_norm_eps=1e-06,
+    attention_dropout=0.0,
+)
+NUM_QUERIES = 64
+RESAMPLER_HEADS = 2
+RESAMPLER_MAX_SIZE = [300, FEATURE_GRID, FEATURE_GRID]
+
+# google/siglip-so400m-patch14-384 preprocessor_config.json (slow SiglipImageProcessor).
+SIGLIP_SO400M_PREPROCESSOR = {
+    "do_normalize": True,
+    "do_rescale": True,
+    "do_resize": True,
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_processor_type": "SiglipImageProcessor",
+    "image_std": [0.5, 0.5, 0.5],
+    "processor_class": "SiglipProcessor",
+    "resample": 3,
+    "rescale_factor": 0.00392156862745098,
+    "size": {"height": 384, "width": 384},
+}
+
+# Std of the cubing head's output layer (see the module docstring).
+CUBING_LOGIT_SCALE = 4.0
+
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def tower_config() -> dict:
+    """The ``config.json`` of the tiny SigLIP directory (a SiglipVisionConfig)."""
+    return {
+        "architectures": ["SiglipVisionModel"],
+        "model_type": "siglip_vision_model",
+        **VISION,
+        "torch_dtype": "float32",
+        "transformers_version": "4.44.0",
+    }
+
+
+def original_config(tokenizer, vocab_size: int, dtype: str) -> dict:
+    """The checkpoint ``config.json`` as the original training run would save it.
+
+    Keys read at inference: mm_vision_tower, mm_resampler_type, num_queries, num_heads,
+    max_size (resampler), mm_projector_type, mm_cubing, mm_use_thumbnail,
+    cubing_vit_forward_n_layers, is_cubing, mm_patch_merge_type, image_aspect_ratio,
+    image_grid_pinpoints, mm_use_{im,patch,video,thumbnail}_start_end, pad_token_id.
+    The rest is written by the original but ignored at inference (mm_vision_select_*,
+    kv_dim, embed_dim, adaptive, use_mm_proj, cubing_type, tune/freeze flags, ...).
+    Token ids come from the tokenizer.
+    """
+    hidden = TEXT["hidden_size"]
+    return {
+        "architectures": ["LlavaQwenForCausalLM"],
+        "model_type": "quicksviewer_qwen",
+        "adaptive": True,
+        "attention_dropout": 0.0,
+        "bos_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        "cubing_type": "momentum",
+        "cubing_vit_forward_n_layers": -1,
+        "embed_dim": hidden,
+        "eos_token_id": tokenizer.eos_token_id,
+        "freeze_mm_adapter": False,
+        "hidden_act": "silu",
+        "image_aspect_ratio": "anyres",
+        "image_grid_pinpoints": IMAGE_GRID_PINPOINTS,
+        "initializer_range": 0.02,
+        "is_cubing": True,
+        "kv_dim": VISION["hidden_size"],
+        "max_size": RESAMPLER_MAX_SIZE,
+        "max_window_layers": TEXT["num_hidden_layers"],
+        "mm_cubing": "momentum",
+        "mm_hidden_size": hidden,
+        "mm_patch_merge_type": "flat",
+        "mm_projector_type": "identity",
+        "mm_resampler_type": "qformer",
+        "mm_use_im_start_end": True,
+        "mm_use_patch_start_end": True,
+        "mm_use_thumbnail": True,
+        "mm_use_thumbnail_start_end": True,
+        "mm_use_video_start_end": True,
+        "mm_vision_select_feature": "patch",
+        "mm_vision_select_layer": -2,
+        "mm_vision_tower": TOWER_DIRNAME,
+        "num_heads": RESAMPLER_HEADS,
+        "num_queries": NUM_QUERIES,
+        "pad_token_id": tokenizer.pad_token_id,
+        "patchify_video_feature": False,
+        "rope_scaling": None,
+        "sliding_window": None,
+        "tie_word_embeddings": False,
+        "torch_dtype": {"bf16": "bfloat16", "fp32": "float32"}[dtype],
+        "transformers_version": "4.44.0",
+        "tune_mm_adapter": True,
+        "use_cache": True,
+        "use_mm_proj": True,
+        "use_sliding_window": False,
+        "vocab_size": vocab_size,
+        **TEXT,
+    }
+
+
+def generation_config(tokenizer) -> dict:
+    """Qwen2.5-7B-Instruct's ``generation_config.json`` (ids from the tokenizer)."""
+    endoftext = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    return {
+        "bos_token_id": endoftext,
+        "pad_token_id": tokenizer.pad_token_id,
+        "do_sample": True,
+        "eos_token_id": [tokenizer.eos_token_id, endoftext],
+        "repetition_penalty": 1.05,
+        "temperature": 0.7,
+        "top_p": 0.8,
+        "top_k": 20,
+        "transformers_version": "4.44.0",
+    }
+
+
+class _Init:
+    """Draws seeded Gaussian tensors in a fixed order (fp32, cast at the end)."""
+
+    def __init__(self, seed: int):
+        self.gen = torch.Generator().manual_seed(seed)
+        self.tensors: dict[str, torch.Tensor] = {}
+
+    def normal(self, name: str, shape, std: float, mean: float = 0.0) -> None:
+        value = torch.randn(*shape, generator=self.gen) * std + mean
+        self.tensors[name] = value
+
+    def linear(self, name: str, out_dim: int, in_dim: int, bias=True, gain=1.0):
+        self.normal(f"{name}.weight", (out_dim, in_dim), gain / math.sqrt(in_dim))
+        if bias:
+            self.normal(f"{name}.bias", (out_dim,), 0.02)
+
+    def norm(self, name: str, dim: int, bias=True) -> None:
+        self.normal(f"{name}.weight", (dim,), 0.1, mean=1.0)
+        if bias:
+            self.normal(f"{name}.bias", (dim,), 0.02)
+
+
+def _siglip_weights(init: _Init, prefix: str) -> None:
+    """A SigLIP vision transformer incl. post_layernorm and the MAP head."""
+    dim, inter = VISION["hidden_size"], VISION["intermediate_size"]
+    patch, channels = VISION["patch_size"], VISION["num_channels"]
+    positions = (VISION["image_size"] // patch) ** 2
+    fan_in = channels * patch * patch
+    init.normal(
+        f"{prefix}embeddings.patch_embedding.weight",
+        (dim, channels, patch, patch),
+        1 / math.sqrt(fan_in),
+    )
+    init.normal(f"{prefix}embeddings.patch_embedding.bias", (dim,), 0.02)
+    init.normal(f"{prefix}embeddings.position_embedding.weight", (positions, dim), 0.5)
+    for i in range(VISION["num_hidden_layers"]):
+        layer = f"{prefix}encoder.layers.{i}."
+        init.norm(f"{layer}layer_norm1", dim)
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            init.linear(f"{layer}self_attn.{proj}", dim, dim)
+        init.norm(f"{layer}layer_norm2", dim)
+        init.linear(f"{layer}mlp.fc1", inter, dim)
+        init.linear(f"{layer}mlp.fc2", dim, inter)
+    init.norm(f"{prefix}post_layernorm", dim)
+    init.normal(f"{prefix}head.probe", (1, 1, dim), 1.0)
+    init.normal(
+        f"{prefix}head.attention.in_proj_weight", (3 * dim, dim), 1 / math.sqrt(dim)
+    )
+    init.normal(f"{prefix}head.attention.in_proj_bias", (3 * dim,), 0.02)
+    init.linear(f"{prefix}head.attention.out_proj", dim, dim)
+    init.norm(f"{prefix}head.layernorm", dim)
+    init.linear(f"{prefix}head.mlp.fc1", inter, dim)
+    init.linear(f"{prefix}head.mlp.fc2", dim, inter)
+
+
+def _multimodal_weights(init: _Init) -> None:
+    """Resampler (64 queries, width = LLM hidden) and cubing network."""
+    dim, kv_dim = TEXT["hidden_size"], VISION["hidden_size"]
+    r = RESAMPLER_PREFIX
+    init.normal(f"{r}query", (NUM_QUERIES, dim), 1.0)
+    init.linear(f"{r}kv_proj", dim, kv_dim, bias=False)
+    init.normal(f"{r}attn.in_proj_weight", (3 * dim, dim), 1 / math.sqrt(dim))
+    init.normal(f"{r}attn.in_proj_bias", (3 * dim,), 0.02)
+    init.linear(f"{r}attn.out_proj", dim, dim)
+    for ln in ("ln_q", "ln_kv", "ln_post"):
+        init.norm(f"{r}{ln}", dim)
+    init.normal(f"{r}proj", (dim, dim), 1 / math.sqrt(dim))
+    c = CUBING_PREFIX
+    init.linear(f"{c}agg_frame_fn.0", kv_dim, kv_dim)
+    init.norm(f"{c}proj_fn.0", kv_dim)
+    init.linear(f"{c}proj_fn.1", kv_dim, kv_dim)
+    init.linear(f"{c}proj_fn.3", 2, kv_dim, gain=CUBING_LOGIT_SCALE)
+    init.linear(f"{c}thumbnail_fn.1", dim, kv_dim)
+
+
+def _qwen2_weights(init: _Init, vocab_size: int) -> None:
+    dim, inter = TEXT["hidden_size"], TEXT["intermediate_size"]
+    head_dim = dim // TEXT["num_attention_heads"]
+    kv = TEXT["num_key_value_heads"] * head_dim
+    init.normal("model.embed_tokens.weight", (vocab_size, dim), 1.0)
+    for i in range(TEXT["num_hidden_layers"]):
+        layer = f"model.layers.{i}."
+        init.norm(f"{layer}input_layernorm", dim, bias=False)
+        init.linear(f"{layer}self_attn.q_proj", dim, dim)
+        init.linear(f"{layer}self_attn.k_proj", kv, dim)
+        init.linear(f"{layer}self_attn.v_proj", kv, dim)
+        init.linear(f"{layer}self_attn.o_proj", dim, dim, bias=False)
+        init.norm(f"{layer}post_attention_layernorm", dim, bias=False)
+        init.linear(f"{layer}mlp.gate_proj", inter, dim, bias=False)
+        init.linear(f"{layer}mlp.up_proj", inter, dim, bias=False)
+        init.linear(f"{layer}mlp.down_proj", dim, inter, bias=False)
+    init.norm("model.norm", dim, bias=False)
+    init.linear("lm_head", vocab_size, dim, bias=False)
+
+
+def _save_sharded(out_dir: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Two shards + ``model.safetensors.index.json``, like a sharded HF save."""
+    from safetensors.torch import save_file
+
+    names = sorted(tensors)
+    big = {"model.embed_tokens.weight", "lm_head.weight"}
+    shards = [[n for n in names if n not in big], [n for n in names if n in big]]
+    weight_map, total = {}, 0
+    for i, shard in enumerate(shards, start=1):
+        filename = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        part = {n: tensors[n].contiguous() for n in shard}
+        save_file(part, str(out_dir / filename), metadata={"format": "pt"})
+        for n in shard:
+            weight_map[n] = filename
+            total += tensors[n].numel() * tensors[n].element_size()
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    _write_json(out_dir / "model.safetensors.index.json", index)
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+
+
+def make_tiny_checkpoint(
+    out_dir: Path,
+    seed: int = 0,
+    dtype: str = "bf16",
+    *,
+    tokenizer_cache_dir: Path | None = None,
+) -> Path:
+    """Write a tiny Quicksviewer checkpoint (original format) into ``out_dir``.
+
+    Deterministic: the same ``seed`` and ``dtype`` give byte-identical files.
+    """
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    build_quicksviewer_tokenizer(out_dir, cache_dir=tokenizer_cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(out_dir))
+    vocab_size = len(tokenizer)
+    for marker in MARKERS.values():
+        if tokenizer.convert_tokens_to_ids(marker) >= vocab_size:
+            raise TokenizerBuildError(f"{marker} is not in the tokenizer")
+
+    init = _Init(seed)
+    _siglip_weights(init, TOWER_PREFIX)
+    _multimodal_weights(init)
+    _qwen2_weights(init, vocab_size)
+    torch_dtype = DTYPES[dtype]
+    _save_sharded(out_dir, {k: v.to(torch_dtype) for k, v in init.tensors.items()})
+    _write_json(out_dir / "config.json", original_config(tokenizer, vocab_size, dtype))
+    _write_json(out_dir / "generation_config.json", generation_config(tokenizer))
+
+    tower_dir = out_dir / TOWER_DIRNAME
+    tower_dir.mkdir(exist_ok=True)
+    tower = _Init(seed + 1)
+    _siglip_weights(tower, "vision_model.")
+    save_file(
+        {k: tower.tensors[k].contiguous() for k in sorted(tower.tensors)},
+        str(tower_dir / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
+    _write_json(tower_dir / "config.json", tower_config())
+    _write_json(tower_dir / "preprocessor_config.json", SIGLIP_SO400M_PREPROCESSOR)
+    return out_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    try:
+        make_tiny_checkpoint(
+            args.out, args.seed, args.dtype, tokenizer_cache_dir=args.cache_dir
+        )
+    except TokenizerBuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote tiny Quicksviewer checkpoint (seed {args.seed}, {args.dtype}) to {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
