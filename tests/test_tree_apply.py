@@ -1,10 +1,11 @@
 """make apply: building the tree, idempotence, rebuilds, broken patches."""
 
 import json
+import shutil
 import time
 from pathlib import Path
 
-from conftest import PROJECT_ROOT, git, run_tools
+from conftest import BUILD_TREE, PROJECT_ROOT, git, run_tools
 
 MODEL_CONFIG = "python/sglang/srt/configs/model_config.py"
 ANCHOR = 'multimodal_model_archs = [\n    "CLIPModel",\n'
@@ -52,7 +53,9 @@ def test_apply_from_scratch_lays_out_the_pinned_wheel(pristine_tree):
     assert git(tree, "status", "--porcelain") == ""
 
 
-def test_apply_is_deterministic_and_builds_the_documented_layout(workspace, tmp_path):
+def test_apply_is_deterministic_and_builds_the_documented_layout(
+    workspace, tmp_path, pristine_tree
+):
     (workspace.overlay / "python/sglang/srt/models").mkdir(parents=True)
     (workspace.overlay / "python/sglang/srt/models/qsv_probe.py").write_text("X = 1\n")
     workspace.tools("apply", check=True)
@@ -67,12 +70,17 @@ def test_apply_is_deterministic_and_builds_the_documented_layout(workspace, tmp_
     cpu = subjects(tree, "qsv/upstream..qsv/cpu")
     assert len(cpu) == n_cpu and all(s.startswith("[CPU]") for s in cpu)
     assert (tree / "python/sglang/srt/models/qsv_probe.py").read_text() == "X = 1\n"
-    # committer identity and dates are fixed, so a second build from scratch
-    # elsewhere gives the very same shas
+    # committer identity and dates are fixed, so another build gives the same shas
     other = tmp_path / "other"
+    shutil.copytree(pristine_tree[0], other, symlinks=True)
     workspace.tools("apply", "--build-dir", other, check=True)
     for ref in ("qsv/base", "qsv/upstream", "qsv/cpu"):
         assert git(other, "rev-parse", ref) == git(tree, "rev-parse", ref)
+    # and the base built from scratch by `make apply` is the same commit
+    if (BUILD_TREE / ".git").is_dir():
+        assert git(BUILD_TREE, "rev-parse", "qsv/base") == git(
+            tree, "rev-parse", "qsv/base"
+        )
 
 
 def test_reapply_leaves_an_up_to_date_tree_untouched(workspace):

@@ -3,7 +3,7 @@
 import textwrap
 
 from conftest import run_tools
-from test_tree_apply import ANCHOR, MODEL_CONFIG, add_arch, commit_in_tree
+from test_tree_apply import ANCHOR, MODEL_CONFIG, commit_in_tree
 
 from tools.verify import find_implicit_concatenations
 
@@ -97,14 +97,3 @@ def test_verify_reports_format_syntax_and_guard_failures(workspace):
     assert "isort would change" in err
     assert f"{MODEL_CONFIG}:" in err and "CLIPModelCohere2Vision" in err
     assert "Traceback" not in err
-
-
-def test_verify_names_a_patch_that_does_not_apply(workspace):
-    workspace.tools("apply", check=True)
-    add_arch(workspace.build, "QsvProbe")
-    commit_in_tree(workspace.build, "Probe")
-    workspace.tools("export", check=True)
-    (patch,) = workspace.patches.glob("0001-*.patch")
-    patch.write_text(patch.read_text().replace(' "CLIPModel",', ' "CLIPModelX",'))
-    proc = workspace.tools("verify", check=2)
-    assert patch.name in proc.stderr and MODEL_CONFIG in proc.stderr

@@ -389,7 +389,7 @@ def _init_repo(build: Path) -> git.Repo:
     return repo
 
 
-def create_base(build: Path, base: BaseSource, pin: Pin) -> git.Repo:
+def create_base(build: Path, base: BaseSource, pin: Pin, pack: bool = True) -> git.Repo:
     """Make a new repository at ``build`` holding only the pristine base commit."""
     repo = _init_repo(build)
     if base.src is not None:
@@ -427,8 +427,8 @@ def create_base(build: Path, base: BaseSource, pin: Pin) -> git.Repo:
             f"in {time.monotonic() - start:.1f}s"
         )
     run_git(repo, "tag", "-f", BASE_TAG, "HEAD")
-    # one pack instead of ~4000 loose objects: faster copies, clones and status
-    run_git(repo, "repack", "-a", "-d", "-q")
+    if pack:  # one pack instead of ~4000 loose objects: faster copies and clones
+        run_git(repo, "repack", "-a", "-d", "-q")
     return repo
 
 
@@ -646,6 +646,7 @@ def apply(
     force: bool = False,
     src: Optional[Path] = None,
     link_venv: Optional[Path] = None,
+    pack: bool = True,
 ) -> State:
     """Make ``paths.build`` the patched tree; see the module docstring."""
     start = time.monotonic()
@@ -706,7 +707,7 @@ def apply(
 
     if repo is None:
         log(f"apply: creating {build} from {base.description}")
-        repo = create_base(build, base, pin)
+        repo = create_base(build, base, pin, pack=pack)
         state.base_key = base.key
         state.base = rev(repo, BASE_TAG)
     else:

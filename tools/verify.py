@@ -136,7 +136,7 @@ def verify(paths, src: Optional[Path] = None) -> None:
             cache=paths.cache,
         )
         # 1. applies to a fresh pinned tree (raises with the failing patch named)
-        state = apply(fresh, src=src)
+        state = apply(fresh, src=src, pack=False)
         repo = git.Repo(fresh.build)
         changed = git_out(
             repo,
