@@ -85,3 +85,13 @@ def test_directory_not_made_by_the_tool_is_refused(workspace, tmp_path):
     proc = workspace.tools("apply", "--build-dir", other, check=2)
     assert "was not made by this tool" in proc.stderr
     assert (other / "precious.txt").read_text() == "keep me\n"
+
+
+def test_detached_head_on_the_tools_commits_is_not_user_work(workspace):
+    tree = workspace.build
+    workspace.tools("apply", check=True)
+    tip = git(tree, "rev-parse", "HEAD")
+    git(tree, "checkout", "-q", "--detach", "qsv/base")
+    workspace.tools("apply", check=True)
+    assert git(tree, "symbolic-ref", "--short", "HEAD") == "qsv/cpu"
+    assert git(tree, "rev-parse", "HEAD") == tip

@@ -544,7 +544,9 @@ def _am(repo: git.Repo, patch: Path, group: str) -> None:
         check=False,
     )
     if status == 0:
-        _store_applied(repo, rev(repo, "HEAD"), patch)
+        head = rev(repo, "HEAD")
+        if rev(repo, "HEAD^") == before:  # one commit per file (not an mbox of many)
+            _store_applied(repo, head, patch)
         return
     run_git(repo, "am", "--abort", check=False)
     if rev(repo, "HEAD") != before:
@@ -693,7 +695,8 @@ def apply(
                 and head == state.tip
                 and rev(repo, CPU_BRANCH) == state.tip
                 and rev(repo, UPSTREAM_BRANCH) == state.upstream
-                and repo.active_branch.name == CPU_BRANCH
+                and run_git(repo, "symbolic-ref", "-q", "HEAD", check=False)[1]
+                == f"refs/heads/{CPU_BRANCH}"
             ):
                 log(f"apply: {build} is up to date ({describe(repo, head)})")
                 if link_venv:
