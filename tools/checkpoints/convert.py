@@ -141,6 +141,18 @@ SIGLIP_KEYS = (
     "attention_dropout",
 )
 
+# Input resolution of the public SigLIP checkpoints by (patch, grid side): the grid is
+# image_size // patch, so the weights only bound image_size to [side * patch,
+# side * patch + patch - 1] (so400m-patch14-384: 27 x 27 patches of 384 px images).
+KNOWN_IMAGE_SIZES = {
+    (14, 27): 384,
+    (14, 16): 224,
+    (16, 14): 224,
+    (16, 16): 256,
+    (16, 24): 384,
+    (16, 32): 512,
+}
+
 # google/siglip-so400m-patch14-384 (the tower of the released model).
 SO400M_HIDDEN = 1152
 SO400M_HEADS = 16
@@ -221,6 +233,10 @@ def _tower_config_from_weights(
         raise ConvertError(
             f"position table of {positions[0]} rows is not a square grid"
         )
+    image_size = KNOWN_IMAGE_SIZES.get((patch_size, side), side * patch_size)
+    assumptions.append(
+        f"image_size={image_size} ({side}x{side} patches of {patch_size} px)"
+    )
     layers = {
         int(name[len(prefix) :].split(".")[2])
         for name in shapes
@@ -248,7 +264,7 @@ def _tower_config_from_weights(
             "num_hidden_layers": len(layers),
             "num_attention_heads": heads,
             "num_channels": channels,
-            "image_size": side * patch_size,
+            "image_size": image_size,
             "patch_size": patch_size,
             "hidden_act": SO400M_ACT,
             "layer_norm_eps": SO400M_LN_EPS,

@@ -13,7 +13,8 @@ The directory looks like a stage-3 training output of the original code base
   the MAP ``head``, which inference never uses), ``model.vision_resampler.*``
   (``proj`` is a bare parameter used as ``x @ proj``), ``model.cubing.*``, the
   Qwen2 keys and ``lm_head``;
-* the tokenizer of tools/checkpoints/tokenizer.py (Qwen2.5 + the 8 markers);
+* the tokenizer of tools/checkpoints/tokenizer.py (Qwen2.5 + the 8 markers, built
+  once into the cache directory and copied);
 * ``siglip-tiny/``: the SigLIP directory ``mm_vision_tower`` points to (relative to
   the checkpoint), a SigLIP-so400m-shaped tower (384 px, patch 14 -> 27 x 27 = 729
   patches) scaled to hidden 64, 2 layers, 2 heads, with so400m's
@@ -45,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -52,8 +54,9 @@ import torch
 
 from qsv_reference.constants import FEATURE_GRID, MARKERS
 from tools.checkpoints.tokenizer import (
+    TOKENIZER_FILES,
     TokenizerBuildError,
-    build_quicksviewer_tokenizer,
+    cached_quicksviewer_tokenizer,
 )
 
 TOWER_DIRNAME = "siglip-tiny"
@@ -309,6 +312,7 @@ def _save_sharded(out_dir: Path, tensors: dict[str, torch.Tensor]) -> None:
         filename = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
         part = {n: tensors[n].contiguous() for n in shard}
         save_file(part, str(out_dir / filename), metadata={"format": "pt"})
+        (out_dir / filename).chmod(0o644)
         for n in shard:
             weight_map[n] = filename
             total += tensors[n].numel() * tensors[n].element_size()
@@ -338,7 +342,9 @@ def make_tiny_checkpoint(
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    build_quicksviewer_tokenizer(out_dir, cache_dir=tokenizer_cache_dir)
+    tokenizer_dir = cached_quicksviewer_tokenizer(tokenizer_cache_dir)
+    for name in TOKENIZER_FILES:
+        shutil.copyfile(tokenizer_dir / name, out_dir / name)
     tokenizer = AutoTokenizer.from_pretrained(str(out_dir))
     vocab_size = len(tokenizer)
     for marker in MARKERS.values():
@@ -363,6 +369,7 @@ def make_tiny_checkpoint(
         str(tower_dir / "model.safetensors"),
         metadata={"format": "pt"},
     )
+    (tower_dir / "model.safetensors").chmod(0o644)
     _write_json(tower_dir / "config.json", tower_config())
     _write_json(tower_dir / "preprocessor_config.json", SIGLIP_SO400M_PREPROCESSOR)
     return out_dir

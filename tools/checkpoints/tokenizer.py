@@ -40,6 +40,8 @@ import argparse
 import base64
 import hashlib
 import json
+import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -478,13 +480,44 @@ def build_quicksviewer_tokenizer(
     return marker_ids
 
 
+def _source_stamp() -> str:
+    """Cache key of the built tokenizers: the sha256 of this module's source."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+
+def _cached_build(target: Path, build) -> Path:
+    """Run ``build(tmp_dir)`` unless ``target`` holds a build of this source version."""
+    stamp = _source_stamp()
+    stamp_file = target / ".source-sha256"
+    if stamp_file.is_file() and stamp_file.read_text().strip() == stamp:
+        if all((target / name).is_file() for name in TOKENIZER_FILES):
+            return target
+    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build(tmp)
+    (tmp / ".source-sha256").write_text(stamp + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
 def cached_qwen25_tokenizer(cache_dir: Path | None = None) -> Path:
-    """Build the base Qwen2.5 tokenizer into the cache once and return its directory."""
+    """The base Qwen2.5 tokenizer, built once into ``cache_dir/qwen2.5-tokenizer``."""
     cache_dir = Path(cache_dir or DEFAULT_CACHE_DIR)
-    base_dir = cache_dir / "qwen2.5-tokenizer"
-    if not all((base_dir / name).is_file() for name in TOKENIZER_FILES):
-        build_qwen25_tokenizer(base_dir, cache_dir=cache_dir)
-    return base_dir
+    return _cached_build(
+        cache_dir / "qwen2.5-tokenizer",
+        lambda tmp: build_qwen25_tokenizer(tmp, cache_dir=cache_dir),
+    )
+
+
+def cached_quicksviewer_tokenizer(cache_dir: Path | None = None) -> Path:
+    """The Quicksviewer tokenizer, built once into ``cache_dir/quicksviewer-tokenizer``."""
+    cache_dir = Path(cache_dir or DEFAULT_CACHE_DIR)
+    base_dir = cached_qwen25_tokenizer(cache_dir)
+    return _cached_build(
+        cache_dir / "quicksviewer-tokenizer",
+        lambda tmp: build_quicksviewer_tokenizer(tmp, base_dir=base_dir),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
