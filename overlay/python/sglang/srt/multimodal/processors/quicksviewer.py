@@ -33,6 +33,7 @@ Frames, pixels and prompt expansion follow the original implementation:
 import asyncio
 import binascii
 import json
+import logging
 import math
 import os
 import re
@@ -55,6 +56,8 @@ from sglang.srt.models.quicksviewer import QuicksviewerCubing, QuicksviewerForCa
 from sglang.srt.multimodal.processors.base_processor import BaseMultimodalProcessor
 from sglang.srt.utils import load_image
 from sglang.srt.utils.common import _normalize_video_input, load_video
+
+logger = logging.getLogger(__name__)
 
 IMAGE_PLACEHOLDER = "<image>"
 VIDEO_PLACEHOLDER = "<video>"
@@ -92,6 +95,10 @@ def sample_frame_indices(
     gap = len(indices) / max_frames
     picks = sorted({int(i * gap + gap / 2) for i in range(max_frames)})
     return [indices[p] for p in picks if indices[p] < frame_count]
+
+
+class FrameDecodeError(RuntimeError):
+    """The decoder opened the video but could not return its frames."""
 
 
 class _OpenCVReader:
@@ -152,7 +159,18 @@ class _SGLangReader:
     def read(self, indices: Sequence[int]):
         for start in range(0, len(indices), DECODE_CHUNK):
             chunk = list(indices[start : start + DECODE_CHUNK])
-            frames = np.asarray(self._decoder.get_frames_at(chunk))
+            try:
+                frames = np.asarray(self._decoder.get_frames_at(chunk))
+            except Exception as e:
+                raise FrameDecodeError(f"video decoder failed: {e}") from e
+            if (
+                frames.ndim != 4
+                or frames.shape[0] != len(chunk)
+                or frames.shape[-1] != 3
+            ):
+                raise FrameDecodeError(
+                    f"video decoder returned frames of shape {frames.shape}"
+                )
             yield from zip(chunk, frames)
 
     def close(self):
@@ -163,7 +181,6 @@ class _SGLangReader:
 
 def open_video(source):
     """A frame reader over ``source`` (path, URL, data URL, base64 or bytes)."""
-    source = getattr(source, "url", source)
     try:
         return _SGLangReader(load_video(source, use_gpu=False))
     except ImportError:
@@ -278,25 +295,17 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
 
     # ------------------------------------------------------------------ media
     def _process_video(self, source) -> Tuple[torch.Tensor, List[str]]:
+        source = getattr(source, "url", source)
         reader = open_video(source)
         try:
-            indices = sample_frame_indices(
-                reader.avg_fps,
-                reader.frame_count,
-                self.video_fps,
-                self.video_max_frames,
-            )
-            if not indices:
-                raise ValueError("Could not decode video: it has no frames")
-            chunks, timestamps, frames = [], [], []
-            for index, frame in reader.read(indices):
-                frames.append(frame)
-                timestamps.append(str(round(index / reader.avg_fps, 1)))
-                if len(frames) == DECODE_CHUNK:
-                    chunks.append(self._pixels(frames))
-                    frames = []
-            if frames:
-                chunks.append(self._pixels(frames))
+            pixels, timestamps = self._read_frames(reader)
+        except FrameDecodeError as e:
+            # decord fails on some valid streams (e.g. odd frame sizes); the
+            # original decodes with OpenCV, so that is the faithful fallback
+            logger.warning("%s; decoding the video with OpenCV instead", e)
+            reader.close()
+            reader = _OpenCVReader(source)
+            pixels, timestamps = self._read_frames(reader)
         finally:
             reader.close()
         if len(timestamps) < 2:
@@ -304,7 +313,24 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
                 f"Quicksviewer needs a video of at least 2 frames at {self.video_fps} "
                 f"fps (about 1.5 s or longer); this one gives {len(timestamps)}"
             )
-        return torch.cat(chunks), timestamps
+        return pixels, timestamps
+
+    def _read_frames(self, reader) -> Tuple[Optional[torch.Tensor], List[str]]:
+        indices = sample_frame_indices(
+            reader.avg_fps, reader.frame_count, self.video_fps, self.video_max_frames
+        )
+        if not indices:
+            raise ValueError("Could not decode video: it reports no frames")
+        chunks, timestamps, frames = [], [], []
+        for index, frame in reader.read(indices):
+            frames.append(frame)
+            timestamps.append(str(round(index / reader.avg_fps, 1)))
+            if len(frames) == DECODE_CHUNK:
+                chunks.append(self._pixels(frames))
+                frames = []
+        if frames:
+            chunks.append(self._pixels(frames))
+        return (torch.cat(chunks) if chunks else None), timestamps
 
     def _process_image(self, data) -> torch.Tensor:
         image, _ = load_image(data, gpu_image_decode=False)
