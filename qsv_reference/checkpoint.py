@@ -54,6 +54,27 @@ def read_original_config(ckpt_dir: Path) -> dict:
     return config
 
 
+# Variants of the original code base that the reference (and the port) implement.
+SUPPORTED_VALUES = {
+    "mm_resampler_type": "qformer",
+    "mm_projector_type": "identity",
+    "mm_patch_merge_type": "flat",
+    "cubing_vit_forward_n_layers": -1,
+    "is_cubing": True,
+}
+
+
+def check_supported(config: dict) -> None:
+    """Refuse configs that select code paths the released model does not use."""
+    for key, value in SUPPORTED_VALUES.items():
+        if config.get(key, value) != value:
+            raise CheckpointError(
+                f"unsupported {key}={config.get(key)!r} (only {value!r} is implemented)"
+            )
+    if config.get("mm_cubing") == "identity":
+        raise CheckpointError("unsupported mm_cubing='identity' (no cubing network)")
+
+
 def is_tower_dir(path: Path) -> bool:
     """A directory with a SigLIP ``config.json`` (vision or full SigLIP config)."""
     config_path = Path(path) / "config.json"

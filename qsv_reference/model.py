@@ -45,12 +45,10 @@ LLM
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -107,7 +105,7 @@ def sincos_3d_table(embed_dim: int, size: Sequence[int]) -> torch.Tensor:
 
 
 class Resampler3D(nn.Module):
-    """``resampler_3d.Resampler`` at inference (parameter names as in the checkpoint)."""
+    """``resampler_3d.Resampler`` at inference (checkpoint parameter names)."""
 
     def __init__(self, embed_dim, kv_dim, num_queries, num_heads, max_size):
         super().__init__()
@@ -358,14 +356,15 @@ class QuicksviewerReference:
         self.device = torch.device(device)
         self.pixel_dtype = pixel_dtype
         self.config = ckpt.read_original_config(self.model_dir)
-        self._check_supported(self.config)
+        ckpt.check_supported(self.config)
         tower_dir = ckpt.resolve_vision_tower(
             self.config, self.model_dir, Path(vision_tower) if vision_tower else None
         )
         if tower_dir is None:
+            name = self.config["mm_vision_tower"]
+            tried = ", ".join(map(str, ckpt.tower_candidates(name, self.model_dir)))
             raise ckpt.CheckpointError(
-                f"mm_vision_tower {self.config['mm_vision_tower']!r} is not a SigLIP "
-                f"directory (tried {ckpt.tower_candidates(self.config['mm_vision_tower'], self.model_dir)}); "
+                f"mm_vision_tower {name!r} is not a SigLIP directory (tried {tried}); "
                 "pass vision_tower="
             )
         self.tower_dir = tower_dir
@@ -392,23 +391,6 @@ class QuicksviewerReference:
         for module in (self.vision, self.resampler, self.cubing):
             module.to(device=self.device, dtype=dtype).eval()
         self.llm = self._load_llm(text_config, state)
-
-    @staticmethod
-    def _check_supported(config: dict) -> None:
-        expected = {
-            "mm_resampler_type": "qformer",
-            "mm_projector_type": "identity",
-            "mm_patch_merge_type": "flat",
-            "cubing_vit_forward_n_layers": -1,
-            "is_cubing": True,
-        }
-        for key, value in expected.items():
-            if config.get(key, value) != value:
-                raise ckpt.CheckpointError(
-                    f"unsupported {key}={config.get(key)!r} (the reference implements {value!r})"
-                )
-        if config.get("mm_cubing") == "identity":
-            raise ckpt.CheckpointError("mm_cubing='identity' is not supported")
 
     def _load_multimodal_weights(self, state: dict) -> None:
         groups = {
@@ -477,12 +459,12 @@ class QuicksviewerReference:
     # --------------------------------------------------------------------- LLM
     @torch.no_grad()
     def embed(self, input_ids: Sequence[int], features: torch.Tensor) -> torch.Tensor:
-        """Text embeddings with each -200 replaced by its (64, hidden) block, in order."""
+        """Text embeddings with each -200 replaced by its (64, hidden) block."""
         ids = torch.tensor(list(input_ids), dtype=torch.long)
         is_image = ids == IMAGE_TOKEN_INDEX
         if int(is_image.sum()) != features.shape[0]:
             raise ValueError(
-                f"{int(is_image.sum())} placeholders for {features.shape[0]} visual blocks"
+                f"{int(is_image.sum())} placeholders, {features.shape[0]} visual blocks"
             )
         text = self.llm.get_input_embeddings()(ids[~is_image].to(self.device))
         pieces, text_pos, block = [], 0, 0

@@ -39,7 +39,6 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -151,7 +150,7 @@ def video_user_message(
     timestamps: Sequence[float],
     config: dict,
 ) -> str:
-    """The user message after ``preprocess_multimodal_video`` (one ``<image>``/frame)."""
+    """The user message after ``preprocess_multimodal_video`` (an image per frame)."""
     replace = "".join(f"{t}{IMAGE_PLACEHOLDER}" for t in timestamps)
     if config.get("mm_use_thumbnail", True):
         if config.get("mm_use_thumbnail_start_end"):

@@ -89,7 +89,7 @@ def extract_frames(
     num_frames: int | None = VIDEO_MAX_FRAMES,
     fps: float = VIDEO_FPS,
 ) -> VideoFrames:
-    """Decode ``path`` exactly like ``opencv_extract_frames_fps(path, num_frames, fps)``."""
+    """Decode ``path`` like ``opencv_extract_frames_fps(path, num_frames, fps)``."""
     import cv2
 
     capture = cv2.VideoCapture(str(path))

@@ -342,23 +342,6 @@ def _text_config(original: dict) -> dict:
     return text
 
 
-def _check_supported(original: dict) -> None:
-    expected = {
-        "mm_resampler_type": "qformer",
-        "mm_projector_type": "identity",
-        "mm_patch_merge_type": "flat",
-        "cubing_vit_forward_n_layers": -1,
-        "is_cubing": True,
-    }
-    for key, value in expected.items():
-        if original.get(key, value) != value:
-            raise ConvertError(
-                f"unsupported {key}={original.get(key)!r} (only {value!r} is implemented)"
-            )
-    if original.get("mm_cubing") == "identity":
-        raise ConvertError("unsupported mm_cubing='identity' (no cubing network)")
-
-
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -409,9 +392,9 @@ def convert_checkpoint(
         shapes = ckpt.read_tensor_shapes(src)
         override = Path(vision_tower) if vision_tower is not None else None
         tower_dir = ckpt.resolve_vision_tower(original, src, override)
+        ckpt.check_supported(original)
     except ckpt.CheckpointError as exc:
         raise ConvertError(str(exc)) from None
-    _check_supported(original)
 
     assumptions: list[str] = []
     if tower_dir is not None:
