@@ -38,6 +38,13 @@ spread over a few units: ``softmax(z / 0.5)[..., 1]`` then covers (0, 1) and the
 cut rarely meets a bf16 tie. The LLM embeddings have unit scale so the greedy tokens
 follow the context instead of collapsing into one repeated token.
 
+The rows of ``lm_head`` get log-normal scales (``LM_HEAD_ROW_SCALE``). With plain
+Gaussian rows the logits over 151,673 tokens are nearly flat: in bf16 (whose logits
+are quantised to 2^-8 of their size) the top two are often one ulp apart, and any
+kernel difference between two correct implementations flips the greedy choice.
+Heavy-tailed row norms spread the top of the distribution (as trained LMs do) so
+greedy decoding compares implementations, not rounding.
+
 CLI: ``python -m tools.checkpoints.tiny --out DIR --seed N [--dtype bf16|fp32]``.
 """
 
@@ -112,6 +119,8 @@ SIGLIP_SO400M_PREPROCESSOR = {
 
 # Std of the cubing head's output layer (see the module docstring).
 CUBING_LOGIT_SCALE = 4.0
+# Log-normal sigma of the lm_head row scales (see the module docstring).
+LM_HEAD_ROW_SCALE = 0.6
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -298,6 +307,8 @@ def _qwen2_weights(init: _Init, vocab_size: int) -> None:
         init.linear(f"{layer}mlp.down_proj", dim, inter, bias=False)
     init.norm("model.norm", dim, bias=False)
     init.linear("lm_head", vocab_size, dim, bias=False)
+    row_scale = torch.randn(vocab_size, 1, generator=init.gen) * LM_HEAD_ROW_SCALE
+    init.tensors["lm_head.weight"] *= row_scale.exp()
 
 
 def _save_sharded(out_dir: Path, tensors: dict[str, torch.Tensor]) -> None:
