@@ -6,6 +6,9 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 BUILD ?= build/sglang
 PYTEST_ARGS ?=
+# upstream-style tests inside the patched tree (paths relative to $(BUILD)), run by
+# make test after tests/; empty until their fixtures are wired in
+UPSTREAM_TESTS ?=
 
 # make apply FORCE=1 discards user work in $(BUILD) (listed first)
 # make apply SGLANG_SRC=/path/to/sglang builds the base from a checkout at v0.5.17
@@ -43,6 +46,9 @@ verify: setup
 
 test: apply
 	$(VPY) -m pytest tests $(PYTEST_ARGS)
+ifneq ($(strip $(UPSTREAM_TESTS)),)
+	cd $(BUILD) && $(abspath $(VPY)) -m pytest $(UPSTREAM_TESTS) $(PYTEST_ARGS)
+endif
 
 demo: apply
 	@echo "== the patched tree ($(BUILD)):"
