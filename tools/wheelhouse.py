@@ -429,6 +429,25 @@ def size_table(repacked: List[Repacked]) -> str:
     return "\n".join(out)
 
 
+def _inputs_key(lock: Lock, sglang_wheel: Path, sm: str, xz_preset: int) -> str:
+    """What the bundle is made of: a rebuild with the same key gives the same bytes."""
+    digest = hashlib.sha256()
+    for part in (
+        "format 1",
+        sm,
+        str(xz_preset),
+        lock.path.read_bytes(),
+        sha256_file(sglang_wheel),
+        (FILES_DIR / "install.sh").read_bytes(),
+        (FILES_DIR / "check_imports.py").read_bytes(),
+        Path(__file__).read_bytes(),
+        (Path(__file__).parent / "wheel.py").read_bytes(),
+    ):
+        data = part if isinstance(part, bytes) else part.encode()
+        digest.update(len(data).to_bytes(8, "big") + data)
+    return digest.hexdigest()
+
+
 def build_bundle(
     paths,
     sm: Optional[str] = None,
@@ -438,6 +457,7 @@ def build_bundle(
     xz_preset: int = 9,
     max_mib: Optional[float] = None,
     allow_stale: bool = False,
+    force: bool = False,
 ) -> Path:
     start = time.monotonic()
     lock = load_lock(lock_path)
@@ -464,8 +484,28 @@ def build_bundle(
     if "-cp312-" not in sglang_wheel.name or "+qsv." not in sglang_wheel.name:
         raise ToolError(f"{sglang_wheel.name} is not a patched cp312 sglang wheel")
 
-    # 2. the locked third-party wheels, hash-checked, re-packed ZIP_STORED
+    # 2. the locked third-party wheels, hash-checked
     sources = fetch_locked(lock, paths.cache)
+    key = _inputs_key(lock, sglang_wheel, sm, xz_preset)
+    key_file = out.with_name(out.name + ".inputs")
+    if (
+        not force
+        and out.exists()
+        and key_file.exists()
+        and key_file.read_text().strip() == key
+    ):
+        size = out.stat().st_size
+        print(
+            f"wheelhouse: {out} is up to date ({size / MiB:.2f} MiB, same inputs "
+            f"{key[:12]}); --force rebuilds it"
+        )
+        if size > max_mib * MiB:
+            raise ToolError(f"{out.name} is {size / MiB:.2f} MiB > {max_mib:g} MiB")
+        return out
+    if key_file.exists():
+        key_file.unlink()
+
+    # 3. every wheel re-packed ZIP_STORED (RECORD rewritten, slimmed per the lock)
     repacked: List[Repacked] = []
     t0 = time.monotonic()
     jobs = [
@@ -492,7 +532,7 @@ def build_bundle(
         f"wheelhouse: {len(repacked)} wheels re-packed in {time.monotonic() - t0:.1f}s"
     )
 
-    # 3. the bundle
+    # 4. the bundle
     sums = "".join(f"{sha256_file(r.path)}  {r.path.name}\n" for r in repacked)
     manifest = {
         "format": 1,
@@ -549,6 +589,8 @@ def build_bundle(
         f"wheelhouse: {out} {size / MiB:.2f} MiB (limit {max_mib:g} MiB), "
         f"{len(repacked)} wheels, {time.monotonic() - start:.1f}s in all"
     )
+    if size <= max_mib * MiB:
+        key_file.write_text(key + "\n")
     if size > max_mib * MiB:
         raise ToolError(
             f"{out.name} is {size / MiB:.2f} MiB, over the {max_mib:g} MiB limit "
@@ -677,6 +719,9 @@ def main(argv=None) -> int:
         help="size limit (default: the lock's, 64)",
     )
     parser.add_argument("--allow-stale", action="store_true", help="see tools.wheel")
+    parser.add_argument(
+        "--force", action="store_true", help="rebuild even if the inputs did not change"
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "lock":
@@ -701,6 +746,7 @@ def main(argv=None) -> int:
                 xz_preset=args.xz_preset,
                 max_mib=args.max_mib,
                 allow_stale=args.allow_stale,
+                force=args.force,
             )
     except ToolError as exc:
         print(f"error: {exc}", file=sys.stderr)

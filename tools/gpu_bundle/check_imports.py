@@ -9,7 +9,7 @@ install.sh, with the PYTHONPATH that install.sh prints:
 An ordinary import stops at the first missing module, which hides the next one.  So
 the check runs in rounds, each in a fresh interpreter: round 1 imports the modules
 as they are; every later round stands in an empty stub for each module found missing
-(or broken) so far and imports again, until no new missing module turns up.  The
+so far (and for each module that a real error broke in round 1) and imports again, until no new missing module turns up.  The
 report lists all missing modules with the file and line that wanted each, the
 modules that failed for another reason, and the version checks.  Exit status 0 only
 when round 1 imported everything and every version check passed.
@@ -215,13 +215,34 @@ def worker(modules, stubs):
     if stubs:
         sys.meta_path.insert(0, _StubFinder(stubs))
     results = []
+    failed = set()
     for name in modules:
         start = time.time()
         entry = {"module": name}
+        parents = [name.rsplit(".", i)[0] for i in range(name.count("."), 0, -1)]
+        failed_parent = next((p for p in parents if p in failed), None)
+        if failed_parent:
+            # importing it would only repeat (or garble) the parent's failure
+            entry.update(ok=False, kind="skipped", parent=failed_parent, seconds=0.0)
+            results.append(entry)
+            failed.add(name)
+            continue
         try:
             importlib.import_module(name)
             entry["ok"] = True
         except ModuleNotFoundError as exc:
+            if not exc.name:  # raised by hand (transformers' lazy objects): an error
+                entry.update(
+                    ok=False,
+                    kind="error",
+                    error="%s: %s" % (type(exc).__name__, exc),
+                    where=_where(exc),
+                    broken=_broken_module(exc),
+                )
+                entry["seconds"] = round(time.time() - start, 2)
+                failed.add(name)
+                results.append(entry)
+                continue
             entry.update(
                 ok=False,
                 kind="missing",
@@ -238,6 +259,8 @@ def worker(modules, stubs):
                 broken=_broken_module(exc),
             )
         entry["seconds"] = round(time.time() - start, 2)
+        if not entry["ok"]:
+            failed.add(name)
         results.append(entry)
     print("@@RESULT@@" + json.dumps(results))
 
@@ -384,9 +407,9 @@ def main(argv=None):
             first = results
         new = set()
         for entry in results:
-            if entry["ok"]:
+            if entry["ok"] or entry["kind"] == "skipped":
                 continue
-            if entry["kind"] == "missing":
+            if entry["kind"] == "missing" and entry.get("missing"):
                 name = entry["missing"]
                 if name not in missing:
                     missing[name] = (entry["where"], round_no)
@@ -395,12 +418,21 @@ def main(argv=None):
             else:
                 target = errors if round_no == 1 else later_errors
                 target.setdefault(entry["module"], entry)
+                # a module broken by a real error (round 1: an .so that does not
+                # load, say) is stubbed to look past it; breakage seen only with
+                # stubs in place is likely their doing, so it is reported, not chased
                 broken = entry.get("broken")
-                if broken and broken not in stubs:
+                if round_no == 1 and broken and broken not in stubs:
                     new.add(broken)
         print(
-            "check_imports: round %d: %d/%d imported, %d new missing or broken"
-            % (round_no, sum(e["ok"] for e in results), len(results), len(new))
+            "check_imports: round %d: %d/%d imported, %d new missing or broken%s"
+            % (
+                round_no,
+                sum(e["ok"] for e in results),
+                len(results),
+                len(new),
+                (": " + ", ".join(sorted(new))) if new else "",
+            )
         )
         if not new:
             break
@@ -410,6 +442,8 @@ def main(argv=None):
     for entry in first or []:
         if entry["ok"]:
             status = "ok"
+        elif entry["kind"] == "skipped":
+            status = "skipped: %s failed" % entry["parent"]
         elif entry["kind"] == "missing":
             status = "MISSING %s (%s)" % (entry["missing"], entry["where"])
         else:
