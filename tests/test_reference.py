@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -382,3 +384,129 @@ def test_cli_reports_errors_without_traceback(ckpt, tmp_path, capsys):
     argv = ["--model", str(ckpt), "--video", str(tmp_path / "missing.mp4")]
     assert main(argv + ["--question", "q", "--dtype", "fp32"]) == 2
     assert capsys.readouterr().err.startswith("error: OpenCV cannot open")
+
+
+ORIGINAL_FILES = (
+    "quicksviewer/constants.py",
+    "quicksviewer/conversation.py",
+    "quicksviewer/data/preprocess.py",
+    "quicksviewer/utils/mm_utils.py",
+    "quicksviewer/utils/data_util.py",
+    "quicksviewer/model/multimodal_resampler/resampler_3d.py",
+    "quicksviewer/model/multimodal_cubing/cubing_momentum.py",
+    "quicksviewer/model/llava_arch.py",
+)
+
+
+@pytest.fixture
+def original_code(tmp_path, monkeypatch):
+    """The original modules, imported from a git dir given by QSV_ORIGINAL_REPO.
+
+    Only CPU-side stubs: no sequence parallelism, ``Tensor.cuda`` is the identity
+    (``sample_gumbel`` moves its zero-weighted noise to the GPU)."""
+    import ast
+    import os
+
+    repo = os.environ.get("QSV_ORIGINAL_REPO")
+    if not repo:
+        pytest.skip("set QSV_ORIGINAL_REPO to the original repository's git dir")
+    root = tmp_path / "original"
+    for name in ORIGINAL_FILES + ("quicksviewer/train/sequence_parallel/__init__.py",):
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for parent in path.relative_to(root).parents:
+            (root / parent / "__init__.py").touch()
+    for name in ORIGINAL_FILES:
+        show = subprocess.run(
+            ["git", f"--git-dir={repo}", "show", f"HEAD:{name}"],
+            capture_output=True,
+            check=True,
+        )
+        (root / name).write_bytes(show.stdout)
+    (root / "quicksviewer/train/sequence_parallel/__init__.py").write_text(
+        "def get_pg_manager():\n    return None\n"
+    )
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)
+    for module in [m for m in sys.modules if m.startswith("quicksviewer")]:
+        monkeypatch.delitem(sys.modules, module)
+    source = (root / "quicksviewer/model/llava_arch.py").read_text()
+    merge = next(
+        node
+        for node in ast.parse(source).body
+        if getattr(node, "name", "") == "update_placeholders_by_cube"
+    )
+    namespace = {"torch": torch, "IGNORE_INDEX": -100, "get_pg_manager": lambda: None}
+    exec(compile(ast.Module([merge], []), "llava_arch.py", "exec"), namespace)
+    return namespace["update_placeholders_by_cube"]
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_matches_the_original_code(original_code, models, video_dir, dtype):
+    """Opt-in: the original functions and modules (with our SigLIP as their tower)
+    give the same frames, ids, pixels, cubes and features, bit for bit; only the
+    thumbnail differs, by the CPU division the reference replaces with CUDA's
+    reciprocal multiplication."""
+    from types import SimpleNamespace
+
+    from quicksviewer import conversation
+    from quicksviewer.data import preprocess as original_pre
+    from quicksviewer.model.multimodal_cubing.cubing_momentum import Cubing
+    from quicksviewer.model.multimodal_resampler.resampler_3d import Resampler
+    from quicksviewer.utils import mm_utils
+    from quicksviewer.utils.data_util import opencv_extract_frames_fps
+
+    model = models[dtype]
+    config = SimpleNamespace(**model.config, is_multimodal=True)
+    conversation.default_conversation = conversation.conv_templates["qwen2"]
+    pad = model.config["pad_token_id"]
+    for name in ("12s_30fps", "20s_29.97fps"):
+        path = video_dir / f"{name}.mp4"
+        frames, stamps = opencv_extract_frames_fps(str(path), 420, 1, to_pilimg=False)
+        run = model.run_video(path, QUESTION, 2)
+        assert stamps == run.frames.timestamps
+        assert all(np.array_equal(a, b) for a, b in zip(frames, run.frames.frames))
+        messages = [
+            {"from": "human", "value": f"<image>\n{QUESTION}"},
+            {"from": "gpt", "value": ""},
+        ]
+        conv = original_pre.preprocess_multimodal_video(
+            [messages], config, len(stamps), stamps, True, True
+        )
+        ids = original_pre.preprocess(conv, model.tokenizer, True, build_labels=False)
+        assert ids["input_ids"][0].tolist() == run.input_ids
+        pil = [Image.fromarray(f) for f in frames]
+        pixels = mm_utils.process_images(pil, model.image_processor, config, "original")
+        pixels = pixels.view(-1, 3, 384, 384).half().to(model.dtype)
+        assert torch.equal(pixels, run.pixels)
+
+        args = SimpleNamespace(num_queries=64, num_heads=2, max_size=[300, 24, 24])
+        resampler = Resampler(
+            args, mm_resampler_embeddim=128, mm_resampler_visiondim=64
+        )
+        resampler.load_state_dict(model.resampler.state_dict())
+        cubing = Cubing("momentum", 64, 576, lm_dim=128)
+        cubing.load_state_dict(model.cubing.state_dict())
+        resampler.to(model.dtype).eval()
+        cubing.to(model.dtype).eval()
+        with torch.no_grad():
+            feats, videos_bound, cube_bound, _ = cubing(
+                lambda images, n=-1: model.vision(images),
+                resampler,
+                pixels,
+                (24, 24),
+                [[0, len(frames)]],
+                0.5,
+                5,
+                0.0,
+            )
+        shifted = [(s + 1, e + 1) for s, e in run.cube_bounds]
+        assert cube_bound == [[(0, 1)] + shifted]
+        assert torch.equal(feats[1:], run.encoding.features[1:])
+        thumb = run.encoding.features[0].float()
+        assert torch.allclose(feats[0].float(), thumb, rtol=1e-2, atol=1e-5)
+        tensor = torch.tensor([run.input_ids])
+        merged = original_code(
+            cube_bound, videos_bound, tensor, tensor.ne(pad), tensor.clone(), PADID=pad
+        )[0]
+        assert merged[0].tolist() == run.merged_input_ids

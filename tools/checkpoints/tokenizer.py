@@ -337,10 +337,17 @@ def _write_json(path: Path, obj) -> None:
 def _write_tokenizer_json(path: Path, tok) -> None:
     """Serialize a ``tokenizers.Tokenizer`` like Qwen2.5's ``tokenizer.json``.
 
-    The Python ``decoders.ByteLevel`` ignores its options and serializes defaults;
-    Qwen's file spells them out as false. Decoding does not read them either way.
+    Merges are written as ``"left right"`` strings (tokenizers >= 0.20 writes pairs,
+    which the tokenizers 0.19 of the original's transformers 4.44 cannot read; byte-
+    level symbols never contain a space). The Python ``decoders.ByteLevel`` ignores
+    its options and serializes defaults; Qwen's file spells them out as false.
+    Decoding does not read them either way.
     """
     data = json.loads(tok.to_str())
+    data["model"]["merges"] = [
+        merge if isinstance(merge, str) else " ".join(merge)
+        for merge in data["model"]["merges"]
+    ]
     data["decoder"] = {
         "type": "ByteLevel",
         "add_prefix_space": False,
