@@ -56,3 +56,18 @@ demo: apply
 	@echo "== upstream PR: git -C $(BUILD) format-patch qsv/base..qsv/upstream"
 	@echo "== $(VENV) imports sglang from:"
 	@$(VPY) -c "import sglang, inspect; print(inspect.getfile(sglang), sglang.__version__)"
+
+# --- wheels (docs/gpu.md) ----------------------------------------------------
+# make wheel [WHEEL_FLAGS=--with-cpu-group]   dist/sglang-0.5.17+qsv.N-cp3XX-*.whl
+# make wheelhouse [SM=sm100]                  dist/qsv-wheelhouse-cp312-$(SM).tar.xz
+SM ?= sm90
+WHEEL_FLAGS ?=
+.PHONY: wheel wheelhouse wheelhouse-check
+wheel: apply
+	$(VPY) -m tools.wheel --build-dir $(BUILD) $(WHEEL_FLAGS)
+
+wheelhouse: apply
+	$(VPY) -m tools.wheelhouse build --build-dir $(BUILD) --sm $(SM)
+
+wheelhouse-check: setup
+	$(VPY) -m tools.wheelhouse check --sm $(SM)
