@@ -214,6 +214,13 @@ def test_quicksviewer_markers(qsv_tokenizer_dir):
     config = json.loads((qsv_tokenizer_dir / "tokenizer_config.json").read_text())
     assert config["model_max_length"] == tok.QUICKSVIEWER_MODEL_MAX_LENGTH
     assert config["chat_template"] == tok.QWEN25_CHAT_TEMPLATE
+    # "left right" merge strings: what tokenizers 0.19 (transformers 4.44) can read
+    data = json.loads((qsv_tokenizer_dir / "tokenizer.json").read_text())
+    assert len(data["model"]["merges"]) == 151387
+    merges_txt = (qsv_tokenizer_dir / "merges.txt").read_text(encoding="utf-8")
+    assert (
+        data["model"]["merges"][:2] == merges_txt.splitlines()[1:3] == ["Ġ Ġ", "ĠĠ ĠĠ"]
+    )
 
 
 def test_vocab_and_merges_alone_load_the_same(tmp_path, qsv_tokenizer_dir):
