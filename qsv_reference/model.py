@@ -45,7 +45,7 @@ LLM
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -301,7 +301,6 @@ class VideoRun:
     generation: Generation
     num_queries: int
     text: str = ""
-    extra: dict = field(default_factory=dict)
 
     @property
     def cube_bounds(self) -> list[tuple[int, int]]:
