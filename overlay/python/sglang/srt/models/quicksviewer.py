@@ -285,6 +285,8 @@ class QuicksviewerForCausalLM(nn.Module):
             config.vision_config,
             require_post_norm=False,
             use_data_parallel=True,
+            # the original tower runs PyTorch SDPA
+            softmax_in_single_precision=False,
             prefix=add_prefix("vision_tower", prefix),
         )
         self.cubing = QuicksviewerCubing(config, prefix=add_prefix("cubing", prefix))

@@ -1,0 +1,89 @@
+"""Run Quicksviewer's SGLang processor and visual encoder in this process.
+
+Usage: sglang_encoder.py CONVERTED_CKPT DTYPE OUT.pt VIDEO [VIDEO ...]
+
+For every video it saves the processor's pixels (fp16), the frame timestamps,
+the cube start frames and the (K + 1, Q, D) visual embeddings computed by
+QuicksviewerForCausalLM.encode_video. It runs in its own process because it
+initialises SGLang's (single-rank) distributed state and global server args.
+"""
+
+import asyncio
+import sys
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from transformers import AutoTokenizer
+
+from sglang.srt.configs.quicksviewer import QuicksviewerConfig
+from sglang.srt.distributed import (
+    init_distributed_environment,
+    initialize_model_parallel,
+)
+from sglang.srt.managers.io_struct import GenerateReqInput
+from sglang.srt.models.quicksviewer import QuicksviewerForCausalLM
+from sglang.srt.multimodal.processors.quicksviewer import QuicksviewerProcessor
+from sglang.srt.runtime_context import publish
+from sglang.srt.server_args import ServerArgs
+from sglang.srt.utils.network import get_free_port
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def main(ckpt: str, dtype: str, out: str, videos: list[str]) -> None:
+    server_args = ServerArgs(
+        model_path=ckpt,
+        device="cpu",
+        attention_backend="torch_native",
+        mm_attention_backend="sdpa",
+    )
+    publish(server_args, role="scheduler")
+    init_distributed_environment(
+        backend="gloo",
+        world_size=1,
+        rank=0,
+        local_rank=0,
+        distributed_init_method=f"tcp://127.0.0.1:{get_free_port()}",
+    )
+    initialize_model_parallel(1)
+    config = QuicksviewerConfig.from_pretrained(ckpt)
+    processor = QuicksviewerProcessor(
+        config, server_args, AutoTokenizer.from_pretrained(ckpt), None
+    )
+    torch.set_default_dtype(DTYPES[dtype])
+    model = QuicksviewerForCausalLM(config).eval()
+    model.load_weights(_weights(Path(ckpt)))
+
+    results = []
+    for video in videos:
+        request = GenerateReqInput(text="<video>\n", video_data=[video])
+        output = asyncio.run(
+            processor.process_mm_data_async([], None, "<video>\n", request)
+        )
+        (item,) = output.mm_items
+        pixels = item.feature
+        embeddings, starts = model.encode_video(pixels)
+        results.append(
+            {
+                "video": video,
+                "pixels": pixels,
+                "timestamp_token_ids": item.model_specific_data["timestamp_token_ids"],
+                "input_ids": output.input_ids,
+                "offsets": item.offsets,
+                "starts": starts,
+                "embeddings": embeddings.float(),
+            }
+        )
+    torch.save(results, out)
+
+
+def _weights(ckpt: Path):
+    for path in sorted(ckpt.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            for name in f.keys():
+                yield name, f.get_tensor(name)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:])

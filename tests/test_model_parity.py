@@ -1,0 +1,122 @@
+"""Parity of Quicksviewer in SGLang with the reference implementation.
+
+Same tiny checkpoint (original format for the reference, converted for SGLang),
+same mp4 files decoded for real, CPU, fp32 and bf16:
+
+* the processor's frames, timestamps and pixels equal the reference's;
+* SGLang's visual encoder picks the same cube boundaries and gives the same
+  visual embeddings (fp32: to float rounding; bf16: to bf16 tolerance);
+* through the real Engine, the final prompt ids (after cubing) are identical,
+  the first-token log-probabilities agree and the greedy tokens are identical
+  for 16 tokens.
+"""
+
+import math
+
+import pytest
+import torch
+
+from tests.quicksviewer_fixtures import (  # noqa: F401 (fixtures)
+    as_reported,
+    checkpoints,
+    chatml_prompt,
+    engines,
+    references,
+    reported_input_ids,
+    run_script,
+    videos,
+)
+from tests.videos import STANDARD_VIDEOS
+
+VIDEOS = sorted(STANDARD_VIDEOS)
+NEW_TOKENS = 16
+# Max |SGLang - reference| of the visual embeddings, relative to max |reference|.
+# fp32 differs only by kernel rounding; bf16 by a few bf16 ulps (2^-8 = 0.004).
+EMBEDDING_TOLERANCE = {"fp32": 1e-4, "bf16": 3e-2}
+# First-token log-probabilities (SGLang's top 5) may differ by this many units in
+# the last place of the reference logit: fp32 kernels round differently, bf16
+# logits are quantised to 2^-8 of their size on both sides.
+LOGPROB_ULPS = {"fp32": 2**12, "bf16": 4}
+MANTISSA_BITS = {"fp32": 23, "bf16": 7}
+
+
+def ulp(value: float, dtype: str) -> float:
+    return 2.0 ** (math.floor(math.log2(max(abs(value), 1.0))) - MANTISSA_BITS[dtype])
+
+
+@pytest.fixture(scope="module")
+def encoder_outputs(checkpoints, videos, tmp_path_factory):
+    """SGLang processor + encoder results per dtype, from one subprocess each."""
+    results = {}
+    for dtype in ("fp32", "bf16"):
+        out = tmp_path_factory.mktemp("encoder") / f"{dtype}.pt"
+        paths = [videos[name] for name in VIDEOS]
+        run_script("sglang_encoder.py", checkpoints.converted(dtype), dtype, out, *paths)
+        runs = torch.load(out, weights_only=False)
+        results[dtype] = {name: run for name, run in zip(VIDEOS, runs)}
+    return results
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("video", VIDEOS)
+def test_processor_matches_reference(dtype, video, encoder_outputs, references, videos):
+    ours = encoder_outputs[dtype][video]
+    ref = references.video(dtype, videos[video])
+    tokenizer = references.model(dtype).tokenizer
+    timestamps = [
+        tokenizer.encode(str(t), add_special_tokens=False)
+        for t in ref.frames.timestamps
+    ]
+    assert ours["timestamp_token_ids"] == timestamps
+    # the original rounds pixels to fp16, then casts to the model dtype
+    assert torch.equal(ours["pixels"].to(ref.pixels.dtype), ref.pixels)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("video", VIDEOS)
+def test_encoder_matches_reference(dtype, video, encoder_outputs, references, videos):
+    ours = encoder_outputs[dtype][video]
+    ref = references.video(dtype, videos[video])
+    assert ours["starts"] == [start for start, _ in ref.cube_bounds]
+    expected = ref.encoding.features.float()
+    assert ours["embeddings"].shape == expected.shape
+    error = (ours["embeddings"] - expected).abs().max() / expected.abs().max()
+    assert error <= EMBEDDING_TOLERANCE[dtype], f"relative error {error:.2e}"
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("video", VIDEOS)
+def test_engine_matches_reference(dtype, video, engines, references, videos):
+    ref = references.video(dtype, videos[video])
+    engine = engines(dtype)
+    out = engine.generate(
+        prompt=chatml_prompt("<video>\n"),
+        video_data=[str(videos[video])],
+        sampling_params={"temperature": 0, "max_new_tokens": NEW_TOKENS},
+        return_logprob=True,
+        logprob_start_len=0,
+        top_logprobs_num=5,
+    )
+    vocab_size = len(references.model(dtype).tokenizer)
+    expected_ids = as_reported(ref.expanded_input_ids, vocab_size)
+    assert reported_input_ids(out["meta_info"]) == expected_ids
+    assert out["output_ids"] == ref.tokens[:NEW_TOKENS]
+    assert len(out["output_ids"]) == NEW_TOKENS
+
+    logits = ref.generation.first_logits
+    reference_logprobs = torch.log_softmax(logits, dim=-1)
+    for logprob, token, _ in out["meta_info"]["output_top_logprobs"][0]:
+        expected = reference_logprobs[token].item()
+        tolerance = LOGPROB_ULPS[dtype] * ulp(logits.abs().max().item(), dtype)
+        assert abs(logprob - expected) <= tolerance, (token, logprob, expected)
+
+
+def test_visual_token_count_follows_the_cube_formula(encoder_outputs):
+    """64 x (cubes + thumbnail), cubes = max(round(N/5) - 1, 1) + 1."""
+    for video, run in encoder_outputs["fp32"].items():
+        frames = len(run["timestamp_token_ids"])
+        cubes = max(round(frames / 5) - 1, 1) + 1
+        assert len(run["starts"]) == cubes
+        assert run["embeddings"].shape[:2] == (cubes + 1, 64)
+        runs = run["offsets"]
+        assert sum(end - start + 1 for start, end in runs) == 64 * (cubes + 1)
