@@ -377,6 +377,23 @@ def test_built_bundle_is_sound():
     assert check_bundle(bundle, LOCK) == []
 
 
+def find_python312():
+    """A working CPython 3.12 (a pyenv shim may exist and still fail)."""
+    candidates = [shutil.which("python3.12")]
+    pyenv = Path.home() / ".pyenv" / "versions"
+    if pyenv.is_dir():
+        candidates += [str(p) for p in sorted(pyenv.glob("3.12*/bin/python3.12"))]
+    for candidate in filter(None, candidates):
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; print(sys.version_info[:2] == (3, 12))"],
+            capture_output=True,
+            text=True,
+        )
+        if probe.returncode == 0 and probe.stdout.strip() == "True":
+            return candidate
+    return None
+
+
 @pytest.mark.skipif(
     not BUILD_OPT_IN, reason="set QSV_WHEELHOUSE_BUILD=1 (downloads ~400 MB)"
 )
@@ -395,11 +412,7 @@ def test_full_build_install_and_import(tmp_path_factory):
     bundle = default_bundle(LOCK.default_sm)
     assert check_bundle(bundle, LOCK) == []
 
-    python312 = shutil.which("python3.12")
-    pyenv = Path.home() / ".pyenv" / "versions"
-    if python312 is None and pyenv.is_dir():
-        found = sorted(pyenv.glob("3.12*/bin/python3.12"))
-        python312 = str(found[-1]) if found else None
+    python312 = find_python312()
     if python312 is None:
         pytest.skip("no python3.12 here to install the cp312 wheels with")
     work = tmp_path_factory.mktemp("whinstall")
