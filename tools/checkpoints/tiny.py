@@ -55,6 +55,7 @@ import json
 import math
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -66,7 +67,7 @@ from tools.checkpoints.tokenizer import (
     cached_quicksviewer_tokenizer,
 )
 
-TOWER_DIRNAME = "siglip-tiny"
+TOWER_DIRNAME = "siglip-tiny"  # of the tiny shape
 TOWER_PREFIX = "model.vision_tower.vision_tower.vision_model."
 RESAMPLER_PREFIX = "model.vision_resampler."
 CUBING_PREFIX = "model.cubing."
@@ -103,6 +104,42 @@ NUM_QUERIES = 64
 RESAMPLER_HEADS = 2
 RESAMPLER_MAX_SIZE = [300, FEATURE_GRID, FEATURE_GRID]
 
+
+@dataclass(frozen=True)
+class Shape:
+    """Sizes of a generated checkpoint."""
+
+    text: dict
+    vision: dict
+    resampler_heads: int
+    tower_dirname: str
+
+
+# The tiny default, and the released model's shapes (Qwen2.5-7B, SigLIP-so400m,
+# 28 resampler heads) for GPU runs with random weights.
+SHAPES = {
+    "tiny": Shape(TEXT, VISION, RESAMPLER_HEADS, "siglip-tiny"),
+    "7b": Shape(
+        dict(
+            TEXT,
+            hidden_size=3584,
+            intermediate_size=18944,
+            num_hidden_layers=28,
+            num_attention_heads=28,
+            num_key_value_heads=4,
+        ),
+        dict(
+            VISION,
+            hidden_size=1152,
+            intermediate_size=4304,
+            num_hidden_layers=27,
+            num_attention_heads=16,
+        ),
+        28,
+        "siglip-so400m-patch14-384",
+    ),
+}
+
 # google/siglip-so400m-patch14-384 preprocessor_config.json (slow SiglipImageProcessor).
 SIGLIP_SO400M_PREPROCESSOR = {
     "do_normalize": True,
@@ -125,18 +162,20 @@ LM_HEAD_ROW_SCALE = 0.6
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
-def tower_config() -> dict:
-    """The ``config.json`` of the tiny SigLIP directory (a SiglipVisionConfig)."""
+def tower_config(shape: Shape = SHAPES["tiny"]) -> dict:
+    """The ``config.json`` of the SigLIP directory (a SiglipVisionConfig)."""
     return {
         "architectures": ["SiglipVisionModel"],
         "model_type": "siglip_vision_model",
-        **VISION,
+        **shape.vision,
         "torch_dtype": "float32",
         "transformers_version": "4.44.0",
     }
 
 
-def original_config(tokenizer, vocab_size: int, dtype: str) -> dict:
+def original_config(
+    tokenizer, vocab_size: int, dtype: str, shape: Shape = SHAPES["tiny"]
+) -> dict:
     """The checkpoint ``config.json`` as the original training run would save it.
 
     Keys read at inference: mm_vision_tower, mm_resampler_type, num_queries, num_heads,
@@ -147,7 +186,7 @@ def original_config(tokenizer, vocab_size: int, dtype: str) -> dict:
     kv_dim, embed_dim, adaptive, use_mm_proj, cubing_type, tune/freeze flags, ...).
     Token ids come from the tokenizer.
     """
-    hidden = TEXT["hidden_size"]
+    hidden = shape.text["hidden_size"]
     return {
         "architectures": ["LlavaQwenForCausalLM"],
         "model_type": "quicksviewer_qwen",
@@ -164,9 +203,9 @@ def original_config(tokenizer, vocab_size: int, dtype: str) -> dict:
         "image_grid_pinpoints": IMAGE_GRID_PINPOINTS,
         "initializer_range": 0.02,
         "is_cubing": True,
-        "kv_dim": VISION["hidden_size"],
+        "kv_dim": shape.vision["hidden_size"],
         "max_size": RESAMPLER_MAX_SIZE,
-        "max_window_layers": TEXT["num_hidden_layers"],
+        "max_window_layers": shape.text["num_hidden_layers"],
         "mm_cubing": "momentum",
         "mm_hidden_size": hidden,
         "mm_patch_merge_type": "flat",
@@ -179,8 +218,8 @@ def original_config(tokenizer, vocab_size: int, dtype: str) -> dict:
         "mm_use_video_start_end": True,
         "mm_vision_select_feature": "patch",
         "mm_vision_select_layer": -2,
-        "mm_vision_tower": TOWER_DIRNAME,
-        "num_heads": RESAMPLER_HEADS,
+        "mm_vision_tower": shape.tower_dirname,
+        "num_heads": shape.resampler_heads,
         "num_queries": NUM_QUERIES,
         "pad_token_id": tokenizer.pad_token_id,
         "patchify_video_feature": False,
@@ -194,7 +233,7 @@ def original_config(tokenizer, vocab_size: int, dtype: str) -> dict:
         "use_mm_proj": True,
         "use_sliding_window": False,
         "vocab_size": vocab_size,
-        **TEXT,
+        **shape.text,
     }
 
 
@@ -217,12 +256,14 @@ def generation_config(tokenizer) -> dict:
 class _Init:
     """Draws seeded Gaussian tensors in a fixed order (fp32, cast at the end)."""
 
-    def __init__(self, seed: int):
-        self.gen = torch.Generator().manual_seed(seed)
+    def __init__(self, seed: int, device: str = "cpu"):
+        self.device = device
+        self.gen = torch.Generator(device=device).manual_seed(seed)
         self.tensors: dict[str, torch.Tensor] = {}
 
     def normal(self, name: str, shape, std: float, mean: float = 0.0) -> None:
-        value = torch.randn(*shape, generator=self.gen) * std + mean
+        value = torch.randn(*shape, generator=self.gen, device=self.device)
+        value = value * std + mean
         self.tensors[name] = value
 
     def linear(self, name: str, out_dim: int, in_dim: int, bias=True, gain=1.0):
@@ -236,11 +277,11 @@ class _Init:
             self.normal(f"{name}.bias", (dim,), 0.02)
 
 
-def _siglip_weights(init: _Init, prefix: str) -> None:
+def _siglip_weights(init: _Init, prefix: str, vision: dict) -> None:
     """A SigLIP vision transformer incl. post_layernorm and the MAP head."""
-    dim, inter = VISION["hidden_size"], VISION["intermediate_size"]
-    patch, channels = VISION["patch_size"], VISION["num_channels"]
-    positions = (VISION["image_size"] // patch) ** 2
+    dim, inter = vision["hidden_size"], vision["intermediate_size"]
+    patch, channels = vision["patch_size"], vision["num_channels"]
+    positions = (vision["image_size"] // patch) ** 2
     fan_in = channels * patch * patch
     init.normal(
         f"{prefix}embeddings.patch_embedding.weight",
@@ -249,7 +290,7 @@ def _siglip_weights(init: _Init, prefix: str) -> None:
     )
     init.normal(f"{prefix}embeddings.patch_embedding.bias", (dim,), 0.02)
     init.normal(f"{prefix}embeddings.position_embedding.weight", (positions, dim), 0.5)
-    for i in range(VISION["num_hidden_layers"]):
+    for i in range(vision["num_hidden_layers"]):
         layer = f"{prefix}encoder.layers.{i}."
         init.norm(f"{layer}layer_norm1", dim)
         for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
@@ -269,9 +310,9 @@ def _siglip_weights(init: _Init, prefix: str) -> None:
     init.linear(f"{prefix}head.mlp.fc2", dim, inter)
 
 
-def _multimodal_weights(init: _Init) -> None:
+def _multimodal_weights(init: _Init, shape: Shape) -> None:
     """Resampler (64 queries, width = LLM hidden) and cubing network."""
-    dim, kv_dim = TEXT["hidden_size"], VISION["hidden_size"]
+    dim, kv_dim = shape.text["hidden_size"], shape.vision["hidden_size"]
     r = RESAMPLER_PREFIX
     init.normal(f"{r}query", (NUM_QUERIES, dim), 1.0)
     init.linear(f"{r}kv_proj", dim, kv_dim, bias=False)
@@ -289,12 +330,12 @@ def _multimodal_weights(init: _Init) -> None:
     init.linear(f"{c}thumbnail_fn.1", dim, kv_dim)
 
 
-def _qwen2_weights(init: _Init, vocab_size: int) -> None:
-    dim, inter = TEXT["hidden_size"], TEXT["intermediate_size"]
-    head_dim = dim // TEXT["num_attention_heads"]
-    kv = TEXT["num_key_value_heads"] * head_dim
+def _qwen2_weights(init: _Init, vocab_size: int, text: dict) -> None:
+    dim, inter = text["hidden_size"], text["intermediate_size"]
+    head_dim = dim // text["num_attention_heads"]
+    kv = text["num_key_value_heads"] * head_dim
     init.normal("model.embed_tokens.weight", (vocab_size, dim), 1.0)
-    for i in range(TEXT["num_hidden_layers"]):
+    for i in range(text["num_hidden_layers"]):
         layer = f"model.layers.{i}."
         init.norm(f"{layer}input_layernorm", dim, bias=False)
         init.linear(f"{layer}self_attn.q_proj", dim, dim)
@@ -307,7 +348,8 @@ def _qwen2_weights(init: _Init, vocab_size: int) -> None:
         init.linear(f"{layer}mlp.down_proj", dim, inter, bias=False)
     init.norm("model.norm", dim, bias=False)
     init.linear("lm_head", vocab_size, dim, bias=False)
-    row_scale = torch.randn(vocab_size, 1, generator=init.gen) * LM_HEAD_ROW_SCALE
+    row_scale = torch.randn(vocab_size, 1, generator=init.gen, device=init.device)
+    row_scale = row_scale * LM_HEAD_ROW_SCALE
     init.tensors["lm_head.weight"] *= row_scale.exp()
 
 
@@ -321,7 +363,7 @@ def _save_sharded(out_dir: Path, tensors: dict[str, torch.Tensor]) -> None:
     weight_map, total = {}, 0
     for i, shard in enumerate(shards, start=1):
         filename = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        part = {n: tensors[n].contiguous() for n in shard}
+        part = {n: tensors[n].contiguous().cpu() for n in shard}
         save_file(part, str(out_dir / filename), metadata={"format": "pt"})
         (out_dir / filename).chmod(0o644)
         for n in shard:
@@ -341,10 +383,14 @@ def make_tiny_checkpoint(
     dtype: str = "bf16",
     *,
     tokenizer_cache_dir: Path | None = None,
+    shape: str = "tiny",
+    device: str = "cpu",
 ) -> Path:
-    """Write a tiny Quicksviewer checkpoint (original format) into ``out_dir``.
+    """Write a random Quicksviewer checkpoint (original format) into ``out_dir``.
 
-    Deterministic: the same ``seed`` and ``dtype`` give byte-identical files.
+    ``shape`` is a key of ``SHAPES``: "tiny" for tests, "7b" for the released
+    model's sizes (generate those on a GPU: ``device="cuda"``). Deterministic:
+    the same seed, dtype, shape and device give byte-identical files.
     """
     from safetensors.torch import save_file
     from transformers import AutoTokenizer
@@ -362,26 +408,31 @@ def make_tiny_checkpoint(
         if tokenizer.convert_tokens_to_ids(marker) >= vocab_size:
             raise TokenizerBuildError(f"{marker} is not in the tokenizer")
 
-    init = _Init(seed)
-    _siglip_weights(init, TOWER_PREFIX)
-    _multimodal_weights(init)
-    _qwen2_weights(init, vocab_size)
+    sizes = SHAPES[shape]
+    init = _Init(seed, device)
+    _siglip_weights(init, TOWER_PREFIX, sizes.vision)
+    _multimodal_weights(init, sizes)
+    _qwen2_weights(init, vocab_size, sizes.text)
     torch_dtype = DTYPES[dtype]
     _save_sharded(out_dir, {k: v.to(torch_dtype) for k, v in init.tensors.items()})
-    _write_json(out_dir / "config.json", original_config(tokenizer, vocab_size, dtype))
+    del init
+    _write_json(
+        out_dir / "config.json",
+        original_config(tokenizer, vocab_size, dtype, sizes),
+    )
     _write_json(out_dir / "generation_config.json", generation_config(tokenizer))
 
-    tower_dir = out_dir / TOWER_DIRNAME
+    tower_dir = out_dir / sizes.tower_dirname
     tower_dir.mkdir(exist_ok=True)
-    tower = _Init(seed + 1)
-    _siglip_weights(tower, "vision_model.")
+    tower = _Init(seed + 1, device)
+    _siglip_weights(tower, "vision_model.", sizes.vision)
     save_file(
-        {k: tower.tensors[k].contiguous() for k in sorted(tower.tensors)},
+        {k: tower.tensors[k].contiguous().cpu() for k in sorted(tower.tensors)},
         str(tower_dir / "model.safetensors"),
         metadata={"format": "pt"},
     )
     (tower_dir / "model.safetensors").chmod(0o644)
-    _write_json(tower_dir / "config.json", tower_config())
+    _write_json(tower_dir / "config.json", tower_config(sizes))
     _write_json(tower_dir / "preprocessor_config.json", SIGLIP_SO400M_PREPROCESSOR)
     return out_dir
 
@@ -392,16 +443,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    parser.add_argument("--device", default="cpu", help="where to draw the weights")
     args = parser.parse_args(argv)
     try:
         make_tiny_checkpoint(
-            args.out, args.seed, args.dtype, tokenizer_cache_dir=args.cache_dir
+            args.out,
+            args.seed,
+            args.dtype,
+            tokenizer_cache_dir=args.cache_dir,
+            shape=args.shape,
+            device=args.device,
         )
     except TokenizerBuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(
-        f"wrote tiny Quicksviewer checkpoint (seed {args.seed}, {args.dtype}) to {args.out}"
+        f"wrote {args.shape} Quicksviewer checkpoint (seed {args.seed}, {args.dtype}) "
+        f"to {args.out}"
     )
     return 0
 
