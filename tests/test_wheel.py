@@ -19,12 +19,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import CACHE_DIR, PROJECT_ROOT, git, run_tools
 
-sys.path.insert(0, str(PROJECT_ROOT))
-from tools.pin import fetch_wheel, load_pin  # noqa: E402
-from tools.wheel import check_record  # noqa: E402
+from tools.pin import fetch_wheel, load_pin
+from tools.wheel import check_record
 
 PIN = load_pin(PROJECT_ROOT / "pin.toml")
 TAG = "cp311"

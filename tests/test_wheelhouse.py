@@ -24,16 +24,14 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import CACHE_DIR, PROJECT_ROOT, run_tools
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from conftest import CACHE_DIR, PROJECT_ROOT, run_tools
-
-sys.path.insert(0, str(PROJECT_ROOT))
-from tools.pin import fetch_wheel, load_pin, sha256_file  # noqa: E402
-from tools.wheel import check_record, read_members, write_wheel  # noqa: E402
-from tools.wheelhouse import (  # noqa: E402
+from tools.pin import fetch_wheel, load_pin, sha256_file
+from tools.wheel import check_record, read_members, write_wheel
+from tools.wheelhouse import (
     FILES_DIR,
     check_bundle,
     default_bundle,

@@ -123,15 +123,6 @@ def check_record(wheel: Path) -> List[str]:
     return problems
 
 
-def wheel_version(wheel: Path) -> str:
-    with zipfile.ZipFile(wheel) as zf:
-        meta = zf.read(dist_info_dir(zf.namelist()) + "/METADATA").decode()
-    found = re.search(r"^Version: (\S+)$", meta, re.M)
-    if not found:
-        raise ToolError(f"{wheel.name}: METADATA has no Version")
-    return found.group(1)
-
-
 def write_wheel(
     path: Path,
     members: List[Tuple[zipfile.ZipInfo, bytes]],
