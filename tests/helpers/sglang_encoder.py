@@ -53,7 +53,7 @@ def main(ckpt: str, dtype: str, out: str, videos: list[str]) -> None:
     )
     torch.set_default_dtype(DTYPES[dtype])
     model = QuicksviewerForCausalLM(config).eval()
-    model.load_weights(_weights(Path(ckpt)))
+    model.load_weights(weights(Path(ckpt)))
 
     results = []
     for video in videos:
@@ -78,7 +78,7 @@ def main(ckpt: str, dtype: str, out: str, videos: list[str]) -> None:
     torch.save(results, out)
 
 
-def _weights(ckpt: Path):
+def weights(ckpt: Path):
     for path in sorted(ckpt.glob("*.safetensors")):
         with safe_open(str(path), framework="pt") as f:
             for name in f.keys():

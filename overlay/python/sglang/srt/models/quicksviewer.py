@@ -72,7 +72,8 @@ class QuicksviewerPosEmbed3D(nn.Module):
     for D=3584) and regrows it for longer videos. Every entry is the
     concatenation of three independent 1D tables ([2/8 time, 3/8 row, 3/8 col]
     of D), so gathering from the 1D tables gives bit-identical values without
-    the big buffer, for any frame index.
+    the big buffer, for any frame index. The tables are computed on the CPU like
+    the original's and copied (bit-exact) to the device once.
     """
 
     def __init__(self, embed_dim: int, grid_size: int):
@@ -82,33 +83,38 @@ class QuicksviewerPosEmbed3D(nn.Module):
         self.embed_dim = embed_dim
         self.dim_t = embed_dim // 8 * 2
         self.dim_hw = embed_dim // 8 * 3
+        self.num_tokens = grid_size * grid_size
         spatial = _sincos_1d(
             self.dim_hw, torch.arange(grid_size, dtype=torch.float32, device="cpu")
         )
         row = spatial[:, None, :].expand(grid_size, grid_size, self.dim_hw)
         col = spatial[None, :, :].expand(grid_size, grid_size, self.dim_hw)
-        self.register_buffer(
-            "spatial",
-            torch.cat([row, col], dim=-1).reshape(grid_size * grid_size, -1),
-            persistent=False,
-        )
+        self._spatial = torch.cat([row, col], dim=-1).reshape(self.num_tokens, -1)
         self._time = torch.empty(0, self.dim_t)
+        self._device_tables = {}
 
-    def _time_table(self, end: int) -> torch.Tensor:
+    def _tables(self, end: int, device: torch.device):
         if self._time.shape[0] < end:
             size = max(end, 2 * self._time.shape[0], 300)
             positions = torch.arange(size, dtype=torch.float32, device="cpu")
             self._time = _sincos_1d(self.dim_t, positions)
-        return self._time
+            self._device_tables.clear()
+        if device not in self._device_tables:
+            self._device_tables[device] = (
+                self._spatial.to(device),
+                self._time.to(device),
+            )
+        return self._device_tables[device]
 
-    def forward(self, start: int, end: int, dtype: torch.dtype) -> torch.Tensor:
-        """Positions of frames [start, end) as (n * grid^2, D) in ``dtype``."""
-        spatial = self.spatial.float()
-        time = self._time_table(end)[start:end].to(spatial.device)
-        n, hw = end - start, spatial.shape[0]
+    def forward(
+        self, start: int, end: int, dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor:
+        """Positions of frames [start, end) as (n * grid^2, D)."""
+        spatial, time = self._tables(end, device)
+        n, hw = end - start, self.num_tokens
         pos = torch.cat(
             [
-                time[:, None, :].expand(n, hw, self.dim_t),
+                time[start:end, None, :].expand(n, hw, self.dim_t),
                 spatial[None].expand(n, hw, spatial.shape[-1]),
             ],
             dim=-1,
@@ -152,8 +158,8 @@ class QuicksviewerResampler(nn.Module):
         """features: (B, n * grid^2, C) vision features of B cubes or tiles of n
         frames starting at absolute frame ``frame_start``; returns (B, Q, D)."""
         batch, length, _ = features.shape
-        grid = self.pos_embed.spatial.shape[0]
-        pos = self.pos_embed(frame_start, frame_start + length // grid, features.dtype)
+        frame_end = frame_start + length // self.pos_embed.num_tokens
+        pos = self.pos_embed(frame_start, frame_end, features.dtype, features.device)
         x, _ = self.kv_proj(features)
         x = self.ln_kv(x).permute(1, 0, 2)
         q = self.ln_q(self.query).unsqueeze(1).repeat(1, batch, 1)

@@ -1,0 +1,86 @@
+"""The HTTP server on the GPU with CUDA graphs on: an OpenAI chat request with a
+local mp4, a corrupt video (expect 4xx), then the good request again.
+Writes $OUT/server.json."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import requests
+from common import ENGINE_ARGS, OUT, QUESTION, WORK, Timer, checkpoint_dirs, video, write_result
+
+PORT = 30555
+
+
+def main():
+    _, converted = checkpoint_dirs()
+    path = video("60s")
+    corrupt = WORK / "corrupt.mp4"
+    corrupt.write_bytes(os.urandom(65536))
+    args = [
+        sys.executable, "-m", "sglang.launch_server", "--model-path", str(converted),
+        "--port", str(PORT), "--dtype", "bfloat16", "--attention-backend", "triton",
+        "--sampling-backend", "pytorch", "--mm-attention-backend", "sdpa",
+        "--mem-fraction-static", "0.6", "--cuda-graph-max-bs-decode", "8",
+    ]
+    OUT.mkdir(parents=True, exist_ok=True)
+    log = open(OUT / "server.log", "w")
+    timer = Timer()
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    result = {"cuda_graph": True}
+    try:
+        for _ in range(600):
+            try:
+                if requests.get(f"http://127.0.0.1:{PORT}/health", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError("server exited")
+            time.sleep(1)
+        result["ready_s"] = timer()
+
+        def chat(url):
+            t = Timer()
+            r = requests.post(
+                f"http://127.0.0.1:{PORT}/v1/chat/completions",
+                json={
+                    "model": "quicksviewer",
+                    "temperature": 0,
+                    "max_tokens": 16,
+                    "messages": [{"role": "user", "content": [
+                        {"type": "video_url", "video_url": {"url": url}},
+                        {"type": "text", "text": QUESTION},
+                    ]}],
+                },
+                timeout=600,
+            )
+            return r.status_code, r.json(), t()
+
+        result["chat"] = chat(str(path))
+        result["corrupt"] = chat(str(corrupt))[:2]
+        result["chat_again"] = chat(str(path))
+        result["ok"] = (
+            result["chat"][0] == 200
+            and 400 <= result["corrupt"][0] < 500
+            and result["chat_again"][0] == 200
+            and result["chat"][1]["choices"][0]["message"]["content"]
+            == result["chat_again"][1]["choices"][0]["message"]["content"]
+        )
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+    result["cuda_graph_log"] = [
+        line.strip() for line in open(OUT / "server.log") if "graph" in line.lower()
+    ][:10]
+    write_result("server", result)
+
+
+if __name__ == "__main__":
+    main()

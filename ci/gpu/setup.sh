@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# On the GPU host, from the repository root: install the offline bundle once and
+# print the environment to use. Usage: eval "$(bash ci/gpu/setup.sh BUNDLE)"
+set -euo pipefail
+bundle=${1:-dist/qsv-wheelhouse-cp312-sm90.tar.xz}
+site=${QSV_SITE:-/tmp/qsv-site}
+if [ ! -f "$site/.qsv-installed" ]; then
+  rm -rf /tmp/qsv-bundle && mkdir -p /tmp/qsv-bundle
+  tar -xJf "$bundle" -C /tmp/qsv-bundle >&2
+  sh /tmp/qsv-bundle/qsv-wheelhouse/install.sh "$site" >&2
+  PYTHONPATH="$site" python3 /tmp/qsv-bundle/qsv-wheelhouse/check_imports.py --site "$site" --expect-sm sm90 --json "${OUT:-/tmp}/imports.json" >&2
+  touch "$site/.qsv-installed"
+fi
+echo "export PYTHONPATH=$site:$PWD"

@@ -1,0 +1,58 @@
+"""Tensor parallelism: TP=2 gives the same greedy output as TP=1 (2-GPU host).
+
+Each rank runs the (replicated) visual encoder in pad_input_ids, so both ranks
+must agree on the cubes; the prompt ids and greedy tokens of TP=1 and TP=2 are
+compared. Writes $OUT/tp.json."""
+
+import torch
+from common import ENGINE_ARGS, PROMPT, Timer, checkpoint_dirs, video, write_result
+
+NEW_TOKENS = 32
+
+
+def run(tp_size: int, path) -> dict:
+    import sglang
+
+    from tests.quicksviewer_fixtures import reported_input_ids
+
+    _, converted = checkpoint_dirs()
+    timer = Timer()
+    engine = sglang.Engine(model_path=str(converted), tp_size=tp_size, **ENGINE_ARGS)
+    started = timer()
+    out = engine.generate(
+        prompt=PROMPT,
+        video_data=[str(path)],
+        sampling_params={"temperature": 0, "max_new_tokens": NEW_TOKENS},
+        return_logprob=True,
+        logprob_start_len=0,
+    )
+    engine.shutdown()
+    return {
+        "start_s": started,
+        "total_s": timer(),
+        "ids": reported_input_ids(out["meta_info"]),
+        "tokens": out["output_ids"],
+    }
+
+
+def main():
+    path = video("60s")
+    one, two = run(1, path), run(2, path)
+    write_result(
+        "tp",
+        {
+            "gpus": torch.cuda.device_count(),
+            "device": torch.cuda.get_device_name(0),
+            "ids_equal": one["ids"] == two["ids"],
+            "tokens_equal": one["tokens"] == two["tokens"],
+            "tokens_tp1": one["tokens"],
+            "tokens_tp2": two["tokens"],
+            "prompt_tokens": len(one["ids"]),
+            "tp1_s": (one["start_s"], one["total_s"]),
+            "tp2_s": (two["start_s"], two["total_s"]),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
