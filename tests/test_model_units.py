@@ -1,0 +1,52 @@
+"""Unit facts of the SGLang Quicksviewer model that parity depends on."""
+
+import torch
+
+from sglang.srt.models.quicksviewer import QuicksviewerCubing, QuicksviewerPosEmbed3D
+
+
+def original_3d_table(embed_dim, size):
+    """The original resampler_3d.get_3d_sincos_pos_embed, written out."""
+    t, h, w = (torch.arange(n, dtype=torch.float32) for n in size)
+    grid = torch.stack(torch.meshgrid(t, w, h, indexing="ij"), dim=0)
+
+    def one(dim, pos):
+        omega = torch.arange(dim // 2, dtype=torch.float32)
+        omega /= dim / 2.0
+        omega = 1.0 / 10000**omega
+        out = torch.einsum("thw,d->thwd", pos, omega)
+        return torch.cat([torch.sin(out), torch.cos(out)], dim=-1)
+
+    d = embed_dim // 8
+    return torch.cat(
+        [one(2 * d, grid[0]), one(3 * d, grid[1]), one(3 * d, grid[2])], -1
+    )
+
+
+def test_position_table_is_bitwise_the_original():
+    for dim, frames in ((128, 320), (3584, 12)):
+        table = original_3d_table(dim, (frames, 24, 24))
+        pos = QuicksviewerPosEmbed3D(dim, 24)
+        for start, end in ((0, 1), (3, 9), (frames - 5, frames)):
+            ours = pos(start, end, torch.float32, torch.device("cpu"))
+            assert torch.equal(ours, table[start:end].reshape(-1, dim))
+        # bf16 positions are the rounded fp32 ones
+        ours = pos(2, 4, torch.bfloat16, torch.device("cpu"))
+        assert torch.equal(ours, table[2:4].reshape(-1, dim).to(torch.bfloat16))
+
+
+def test_boundary_count_formula():
+    expected = {2: 1, 7: 1, 8: 1, 12: 1, 13: 2, 60: 11, 420: 83}
+    for frames, k in expected.items():
+        assert QuicksviewerCubing.num_boundaries(frames) == k
+
+
+def test_ties_go_to_the_lowest_frame_like_cuda_topk():
+    cubing = QuicksviewerCubing.__new__(QuicksviewerCubing)
+    scores = torch.tensor([0.5, 0.9, 0.9, 0.1, 0.9, 0.9, 0.2], dtype=torch.bfloat16)
+    # 13 frames -> k = 2 boundaries among the 4 tied 0.9 scores
+    weights = cubing.select(scores, num_frames=13)
+    starts = torch.nonzero(weights).flatten().tolist()
+    assert starts == [0, 2, 3]  # frame 0 forced, then frames 1+1 and 1+2
+    assert weights[0].item() == 1.0
+    assert weights[2].item() == 1.0  # (1 - y) + y is exactly 1 for y >= 0.5
