@@ -63,8 +63,6 @@ def sglang_components(args) -> dict:
     """Processor and visual encoder, in-process (single rank)."""
     import asyncio
 
-    from transformers import AutoTokenizer
-
     from sglang.srt.configs.quicksviewer import QuicksviewerConfig
     from sglang.srt.distributed import (
         init_distributed_environment,
@@ -76,6 +74,8 @@ def sglang_components(args) -> dict:
     from sglang.srt.runtime_context import publish
     from sglang.srt.server_args import ServerArgs
     from sglang.srt.utils.network import get_free_port
+    from transformers import AutoTokenizer
+
     from tests.helpers.sglang_encoder import weights
 
     server_args = ServerArgs(
@@ -207,9 +207,9 @@ def sglang_engine(args, prompt_lengths: dict) -> dict:
 
 def throughput_videos(args) -> list[str]:
     """BATCH distinct copies of the first video's length (no cache sharing)."""
-    from tests.videos import write_video
-
     import cv2
+
+    from tests.videos import write_video
 
     cap = cv2.VideoCapture(args.video[0])
     fps = cap.get(cv2.CAP_PROP_FPS)
@@ -315,9 +315,7 @@ def table(results: dict) -> str:
         for key in ("decode_preprocess_s", "encoder_cubing_s", "llm_prefill_s"):
             add(f"{tag} {key}", v[key], r.get(key), False)
         gpu_side = v["encoder_cubing_s"] + v["llm_prefill_s"]
-        ref_gpu = (
-            r["encoder_cubing_s"] + r["llm_prefill_s"] if r else None
-        )
+        ref_gpu = r["encoder_cubing_s"] + r["llm_prefill_s"] if r else None
         add(f"{tag} GPU-side TTFT s", gpu_side, ref_gpu, False)
         add(f"{tag} end-to-end TTFT s", v["end_to_end_ttft_s"], None, False)
     for batch in (1, BATCH):
@@ -342,7 +340,9 @@ def main():
     parser.add_argument("--video", action="append", default=[])
     parser.add_argument("--prompt", default=QUESTION)
     parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu"
+    )
     parser.add_argument("--work", default="/tmp/qsv-bench")
     parser.add_argument("--out", help="write the results here (JSON)")
     parser.add_argument("--gpu-suite", action="store_true")

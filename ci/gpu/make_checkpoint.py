@@ -20,7 +20,11 @@ def main():
     cache = Path(os.environ["QSV_CACHE_DIR"])
     if not (original / "config.json").exists():
         make_tiny_checkpoint(
-            original, seed=0, dtype="bf16", tokenizer_cache_dir=cache, shape="7b",
+            original,
+            seed=0,
+            dtype="bf16",
+            tokenizer_cache_dir=cache,
+            shape="7b",
             device="cuda",
         )
     made = timer()

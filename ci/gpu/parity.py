@@ -8,7 +8,17 @@ log-probabilities are compared. Writes $OUT/parity.json.
 import gc
 
 import torch
-from common import PROMPT, QUESTION, ENGINE_ARGS, Timer, checkpoint_dirs, video, write_result
+from common import (
+    ENGINE_ARGS,
+    PROMPT,
+    QUESTION,
+    Timer,
+    as_reported,
+    checkpoint_dirs,
+    reported_input_ids,
+    video,
+    write_result,
+)
 
 NEW_TOKENS = 16
 TOP = 20
@@ -40,8 +50,6 @@ def reference_run(original, path):
 
 def main():
     import sglang
-
-    from tests.quicksviewer_fixtures import as_reported, reported_input_ids
 
     original, converted = checkpoint_dirs()
     path = video("60s")

@@ -9,7 +9,16 @@ import sys
 import time
 
 import requests
-from common import ENGINE_ARGS, OUT, QUESTION, WORK, Timer, checkpoint_dirs, video, write_result
+from common import (
+    ENGINE_ARGS,
+    OUT,
+    QUESTION,
+    WORK,
+    Timer,
+    checkpoint_dirs,
+    video,
+    write_result,
+)
 
 PORT = 30555
 
@@ -20,15 +29,32 @@ def main():
     corrupt = WORK / "corrupt.mp4"
     corrupt.write_bytes(os.urandom(65536))
     args = [
-        sys.executable, "-m", "sglang.launch_server", "--model-path", str(converted),
-        "--port", str(PORT), "--dtype", "bfloat16", "--attention-backend", "triton",
-        "--sampling-backend", "pytorch", "--mm-attention-backend", "sdpa",
-        "--mem-fraction-static", "0.6", "--cuda-graph-max-bs-decode", "8",
+        sys.executable,
+        "-m",
+        "sglang.launch_server",
+        "--model-path",
+        str(converted),
+        "--port",
+        str(PORT),
+        "--dtype",
+        "bfloat16",
+        "--attention-backend",
+        "triton",
+        "--sampling-backend",
+        "pytorch",
+        "--mm-attention-backend",
+        "sdpa",
+        "--mem-fraction-static",
+        "0.6",
+        "--cuda-graph-max-bs-decode",
+        "8",
     ]
     OUT.mkdir(parents=True, exist_ok=True)
     log = open(OUT / "server.log", "w")
     timer = Timer()
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     result = {"cuda_graph": True}
     try:
         for _ in range(600):
@@ -50,10 +76,15 @@ def main():
                     "model": "quicksviewer",
                     "temperature": 0,
                     "max_tokens": 16,
-                    "messages": [{"role": "user", "content": [
-                        {"type": "video_url", "video_url": {"url": url}},
-                        {"type": "text", "text": QUESTION},
-                    ]}],
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "video_url", "video_url": {"url": url}},
+                                {"type": "text", "text": QUESTION},
+                            ],
+                        }
+                    ],
                 },
                 timeout=600,
             )

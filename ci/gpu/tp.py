@@ -5,15 +5,21 @@ must agree on the cubes; the prompt ids and greedy tokens of TP=1 and TP=2 are
 compared. Writes $OUT/tp.json."""
 
 import torch
-from common import ENGINE_ARGS, PROMPT, Timer, checkpoint_dirs, video, write_result
+from common import (
+    ENGINE_ARGS,
+    PROMPT,
+    Timer,
+    checkpoint_dirs,
+    reported_input_ids,
+    video,
+    write_result,
+)
 
 NEW_TOKENS = 32
 
 
 def run(tp_size: int, path) -> dict:
     import sglang
-
-    from tests.quicksviewer_fixtures import reported_input_ids
 
     _, converted = checkpoint_dirs()
     timer = Timer()
