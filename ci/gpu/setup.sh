@@ -11,4 +11,9 @@ if [ ! -f "$site/.qsv-installed" ]; then
   PYTHONPATH="$site" python3 /tmp/qsv-bundle/qsv-wheelhouse/check_imports.py --site "$site" --expect-sm sm90 --json "${OUT:-/tmp}/imports.json" >&2
   touch "$site/.qsv-installed"
 fi
+if [ "${QSV_OVERLAY_DEV:-0}" = 1 ]; then
+  # development only: run the working tree's overlay over the bundled wheel
+  cp -r overlay/python/sglang/. "$site/sglang/" >&2
+  echo "setup: overlay copied over the bundle (QSV_OVERLAY_DEV=1)" >&2
+fi
 echo "export PYTHONPATH=$site:$PWD"
