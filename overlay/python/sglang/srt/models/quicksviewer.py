@@ -58,7 +58,7 @@ logger = logging.getLogger(__name__)
 
 def _sincos_1d(embed_dim: int, positions: torch.Tensor) -> torch.Tensor:
     """1D sin-cos table, computed exactly like the original (fp32, CPU)."""
-    omega = torch.arange(embed_dim // 2, dtype=torch.float32)
+    omega = torch.arange(embed_dim // 2, dtype=torch.float32, device=positions.device)
     omega /= embed_dim / 2.0
     omega = 1.0 / 10000**omega
     out = torch.einsum("t,d->td", positions, omega)
