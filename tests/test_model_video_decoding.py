@@ -1,0 +1,373 @@
+"""Video decoding of the Quicksviewer processor: every decoder gives the same frames.
+
+The original decodes with OpenCV (``opencv_extract_frames_fps``). SGLang's processor
+decodes with SGLang's own loader (decord on this host, torchcodec where installed),
+falls back to OpenCV where neither is importable, and falls back to OpenCV when decord
+opens a stream but cannot batch-decode it. For the standard test videos (mp4 files
+written by tests/videos.py and decoded for real) this module checks that
+
+* the frame indices are the original formula's, computed here from the reference
+  notes (1 frame at the middle of every second, at most 420 by uniform sub-sampling
+  with dedup, frames past the end dropped), and the timestamps are printed as the
+  original prints them, ``str(round(index / fps, 1))``;
+* SGLang's loader through the processor's reader, the processor's OpenCV reader,
+  decord called directly and the reference's OpenCV algorithm
+  (``qsv_reference.video.extract_frames``) return byte-identical frames;
+* with ``import decord`` failing (a subprocess) the processor decodes with OpenCV and
+  produces the same pixels and timestamps;
+* the 75 s video (48 x 32), which decord 0.6.0 mis-decodes, still yields the OpenCV
+  frames, pixels and timestamps.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from tests.quicksviewer_fixtures import PROJECT_ROOT
+from tests.videos import STANDARD_VIDEOS
+
+pytest_plugins = ["tests.quicksviewer_fixtures"]
+
+VIDEOS = sorted(STANDARD_VIDEOS)
+# decord 0.6.0 fails on this one ("DECORDArrayCopyFromTo: The size must exactly
+# match"): frames of width 48 are not copied out of its padded buffer.
+DECORD_BROKEN = "75s_10fps"
+SUBPROCESS_TIMEOUT_S = 180
+
+
+def original_frame_indices(
+    source_fps: float, frame_count: int, fps: float = 1, num_frames: int = 420
+) -> list[int]:
+    """``opencv_extract_frames_fps`` (quicksviewer-inference.md §2.1), written out."""
+    fps = min(fps, source_fps)
+    candidates = [
+        int(i + ii * source_fps / fps + source_fps / fps / 2)
+        for i in range(0, int(frame_count - 1) + 1, round(source_fps))
+        for ii in range(round(fps))
+    ]
+    # uniform_sample(frame_idx, num_frames)[0]
+    gap = len(candidates) / num_frames
+    kept = [
+        candidates[p]
+        for p in sorted({int(i * gap + gap / 2) for i in range(num_frames)})
+    ]
+    # the sequential read loop ends when read() fails: no frame past the stream end
+    return [index for index in kept if index < frame_count]
+
+
+def original_timestamps(indices: list[int], source_fps: float) -> list[str]:
+    """The prompt text of each frame's timestamp: ``str(round(index / FPS, 1))``."""
+    return [str(round(index / source_fps, 1)) for index in indices]
+
+
+def opencv_properties(path) -> tuple[float, int]:
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        return capture.get(cv2.CAP_PROP_FPS), int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        capture.release()
+
+
+def processor_script(checkpoint) -> str:
+    """Python that builds the real QuicksviewerProcessor as ``processor``."""
+    return textwrap.dedent(
+        f"""
+        from transformers import AutoTokenizer
+        from sglang.srt.configs.quicksviewer import QuicksviewerConfig
+        from sglang.srt.multimodal.processors.quicksviewer import QuicksviewerProcessor
+        from sglang.srt.server_args import ServerArgs
+
+        _path = {str(checkpoint)!r}
+        processor = QuicksviewerProcessor(
+            QuicksviewerConfig.from_pretrained(_path),
+            ServerArgs(model_path=_path, device="cpu",
+                       attention_backend="torch_native", mm_attention_backend="sdpa"),
+            AutoTokenizer.from_pretrained(_path),
+            None,
+            skip_mm_pool=True,
+        )
+        """
+    )
+
+
+@pytest.fixture(scope="module")
+def processor(checkpoints):
+    """The real processor of the converted fp32 checkpoint, in this process."""
+    namespace: dict = {}
+    exec(processor_script(checkpoints.converted("fp32")), namespace)
+    return namespace["processor"]
+
+
+@pytest.fixture(scope="module")
+def reference_frames(videos):
+    """The original's OpenCV frames of every standard video."""
+    from qsv_reference.video import extract_frames
+
+    return {name: extract_frames(videos[name]) for name in VIDEOS}
+
+
+@pytest.fixture(scope="module")
+def reference_pixels(checkpoints):
+    """The original's pixels of a list of frames (slow SigLIP processor, fp16)."""
+    from qsv_reference import preprocess
+
+    image_processor = preprocess.load_image_processor(
+        checkpoints.original("fp32") / "siglip-tiny"
+    )
+
+    def pixels(frames):
+        return preprocess.pixels_of(frames, image_processor).to(torch.float16)
+
+    return pixels
+
+
+# ---------------------------------------------------------------- frame indices
+# (source fps, frame count) -> what the original reads; the standard videos first
+INDEX_CASES = {
+    "12s_30fps": (30.0, 360),
+    "75s_10fps": (10.0, 750),
+    "500s_4fps": (4.0, 2000),
+    "20s_29.97fps": (29.97, 599),
+    "600s_25fps": (25.0, 15000),
+    "60s_23.976fps": (23.976, 1439),
+    "exactly_420s_4fps": (4.0, 1680),
+    "421s_4fps": (4.0, 1684),
+    "last_candidate_past_the_end": (30.0, 31),
+    "1s_30fps": (30.0, 30),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INDEX_CASES))
+def test_sample_frame_indices_follow_the_original_formula(case):
+    from sglang.srt.multimodal.processors.quicksviewer import sample_frame_indices
+
+    source_fps, frame_count = INDEX_CASES[case]
+    expected = original_frame_indices(source_fps, frame_count)
+    assert sample_frame_indices(source_fps, frame_count, 1.0, 420) == expected
+
+
+def test_index_formula_facts():
+    """Hand-checked values (reference notes §2.1), so the formula above is right."""
+    # 30 fps: the middle of every second
+    assert original_frame_indices(30.0, 360) == [15 + 30 * s for s in range(12)]
+    # 29.97 fps: int(i + 14.985) = i + 14, one per round(29.97) = 30 frames
+    assert original_frame_indices(29.97, 599) == [14 + 30 * s for s in range(20)]
+    assert original_timestamps([14, 44], 29.97) == ["0.5", "1.5"]
+    # 500 s at 4 fps: 500 candidates (2, 6, ..., 1998) sub-sampled to 420, no dups
+    long = original_frame_indices(4.0, 2000)
+    assert len(long) == 420 and len(set(long)) == 420 and long == sorted(long)
+    assert long[0] == 2 and long[-1] == 1998
+    assert {b - a for a, b in zip(long, long[1:])} == {4, 8}
+    # at most 420 candidates: all kept (the dedup of uniform_sample)
+    assert original_frame_indices(4.0, 1680) == [2 + 4 * s for s in range(420)]
+    # a candidate past the last frame is dropped (the read loop stops)
+    assert original_frame_indices(30.0, 31) == [15]
+
+
+def test_sample_frame_indices_rejects_a_sub_1fps_stream():
+    """The original's range(..., round(0.4)) raises; the processor says why."""
+    from sglang.srt.multimodal.processors.quicksviewer import sample_frame_indices
+
+    with pytest.raises(ValueError, match="below 1 fps"):
+        sample_frame_indices(0.4, 100, 1.0, 420)
+    with pytest.raises(ValueError, match="invalid frame rate"):
+        sample_frame_indices(float("nan"), 100, 1.0, 420)
+
+
+# ------------------------------------------------------------------ decoders
+def frames_of(reader, indices):
+    try:
+        pairs = list(reader.read(indices))
+    finally:
+        reader.close()
+    return [index for index, _ in pairs], [np.asarray(frame) for _, frame in pairs]
+
+
+def assert_same_frames(name, got, expected):
+    assert len(got) == len(expected), f"{name}: {len(got)} frames, {len(expected)}"
+    for i, (a, b) in enumerate(zip(got, expected)):
+        assert a.dtype == np.uint8 and a.shape == b.shape, (name, i, a.shape, b.shape)
+        assert np.array_equal(a, b), f"{name}: frame #{i} differs"
+
+
+@pytest.mark.parametrize("video", VIDEOS)
+def test_decoders_give_identical_frames(video, videos, reference_frames):
+    import decord
+    from sglang.srt.multimodal.processors.quicksviewer import (
+        FrameDecodeError,
+        _OpenCVReader,
+        _SGLangReader,
+    )
+    from sglang.srt.utils.common import load_video
+
+    path = str(videos[video])
+    source_fps, frame_count = opencv_properties(path)
+    seconds, fps, _, _ = STANDARD_VIDEOS[video]
+    assert (source_fps, frame_count) == (fps, int(round(seconds * fps)))
+    expected_indices = original_frame_indices(source_fps, frame_count)
+
+    reference = reference_frames[video]
+    assert reference.indices == expected_indices
+    assert reference.timestamps == [round(i / source_fps, 1) for i in expected_indices]
+
+    opencv = _OpenCVReader(path)
+    assert (opencv.avg_fps, opencv.frame_count) == (source_fps, frame_count)
+    indices, frames = frames_of(opencv, expected_indices)
+    assert indices == expected_indices
+    assert_same_frames("processor OpenCV reader", frames, reference.frames)
+
+    sglang_reader = _SGLangReader(load_video(path, use_gpu=False))
+    assert (sglang_reader.avg_fps, sglang_reader.frame_count) == (
+        source_fps,
+        frame_count,
+    )
+    direct = decord.VideoReader(path)
+    assert (direct.get_avg_fps(), len(direct)) == (source_fps, frame_count)
+    if video == DECORD_BROKEN:
+        with pytest.raises(FrameDecodeError, match="video decoder failed"):
+            frames_of(sglang_reader, expected_indices)
+        with pytest.raises(decord.DECORDError):
+            direct.get_batch(expected_indices)
+        return
+    indices, frames = frames_of(sglang_reader, expected_indices)
+    assert indices == expected_indices
+    assert_same_frames("SGLang loader (decord)", frames, reference.frames)
+    assert_same_frames(
+        "decord", list(direct.get_batch(expected_indices).asnumpy()), reference.frames
+    )
+
+
+@pytest.mark.parametrize("video", VIDEOS)
+def test_processor_frames_and_timestamps(
+    video, videos, processor, reference_frames, reference_pixels
+):
+    """The processor's whole video path (decord, or the OpenCV fallback for the
+    75 s video): original timestamps and the original's pixels of its frames."""
+    from sglang.srt.multimodal.processors.quicksviewer import open_video
+
+    path = str(videos[video])
+    source_fps, frame_count = opencv_properties(path)
+    expected_indices = original_frame_indices(source_fps, frame_count)
+    reader = open_video(path)
+    assert type(reader).__name__ == "_SGLangReader"  # decord is installed here
+    reader.close()
+
+    pixels, timestamps = processor._process_video(path)
+    assert timestamps == original_timestamps(expected_indices, source_fps)
+    if video == "12s_30fps":
+        assert timestamps == [f"{s}.5" for s in range(12)]
+    expected = reference_pixels(reference_frames[video].frames)
+    assert pixels.dtype == torch.float16
+    assert torch.equal(pixels, expected)
+
+
+def test_opencv_fallback_without_decord(videos, checkpoints, processor, tmp_path):
+    """``import decord`` fails (as on a host without it): the processor reads with
+    OpenCV and gives the frames, pixels and timestamps it gives with decord."""
+    path = str(videos["12s_30fps"])
+    source_fps, frame_count = opencv_properties(path)
+    indices = original_frame_indices(source_fps, frame_count)
+    out = tmp_path / "no_decord.pt"
+    script = (
+        textwrap.dedent(
+            """
+            import sys
+            sys.modules["decord"] = None  # import decord -> ImportError
+            sys.modules["torchcodec"] = None
+            try:
+                import decord
+            except ImportError:
+                pass
+            else:
+                raise SystemExit("decord is still importable")
+            import torch
+            from sglang.srt.multimodal.processors.quicksviewer import open_video
+            """
+        )
+        + processor_script(checkpoints.converted("fp32"))
+        + textwrap.dedent(
+            f"""
+            reader = open_video({path!r})
+            kind = type(reader).__name__
+            pairs = list(reader.read({indices!r}))
+            reader.close()
+            pixels, timestamps = processor._process_video({path!r})
+            torch.save(
+                dict(kind=kind, indices=[i for i, _ in pairs],
+                     frames=[torch.from_numpy(f.copy()) for _, f in pairs],
+                     pixels=pixels, timestamps=timestamps),
+                {str(out)!r},
+            )
+            """
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = torch.load(out, weights_only=False)
+    assert result["kind"] == "_OpenCVReader"
+    assert result["indices"] == indices
+
+    from qsv_reference.video import extract_frames
+
+    reference = extract_frames(path)
+    assert_same_frames(
+        "OpenCV without decord", [f.numpy() for f in result["frames"]], reference.frames
+    )
+    # the same as the processor with decord, in this process
+    pixels, timestamps = processor._process_video(path)
+    assert (
+        result["timestamps"] == timestamps == original_timestamps(indices, source_fps)
+    )
+    assert torch.equal(result["pixels"], pixels)
+
+
+def test_decord_failure_falls_back_to_opencv(
+    videos, processor, reference_frames, reference_pixels, caplog
+):
+    """decord opens the 48 x 32 video but cannot batch-decode it: the processor
+    logs it and returns the OpenCV frames (the original's decoder)."""
+    import decord
+
+    path = str(videos[DECORD_BROKEN])
+    source_fps, frame_count = opencv_properties(path)
+    indices = original_frame_indices(source_fps, frame_count)
+    with pytest.raises(decord.DECORDError):
+        decord.VideoReader(path).get_batch(indices[:2])
+
+    with caplog.at_level(
+        "WARNING", logger="sglang.srt.multimodal.processors.quicksviewer"
+    ):
+        pixels, timestamps = processor._process_video(path)
+    assert any("OpenCV instead" in r.getMessage() for r in caplog.records)
+    assert len(timestamps) == len(indices) == 75
+    assert timestamps == original_timestamps(indices, source_fps)
+    assert timestamps[:3] == ["0.5", "1.5", "2.5"]
+    assert torch.equal(pixels, reference_pixels(reference_frames[DECORD_BROKEN].frames))
+    # what the fallback decoded is what OpenCV decodes, not an empty video
+    assert pixels.shape == (75, 3, 384, 384)
+    assert not math.isclose(float(pixels.float().std()), 0.0)
+
+
+def test_frames_are_video_frames(reference_frames):
+    """Guard against a vacuous comparison: the frames move and are not blank."""
+    for name, run in reference_frames.items():
+        frames = np.stack(run.frames)
+        assert frames.std() > 10, name
+        assert not np.array_equal(frames[0], frames[-1]), name
+        seconds, fps, width, height = STANDARD_VIDEOS[name]
+        assert frames.shape[1:] == (height, width, 3), name
