@@ -1,0 +1,319 @@
+"""Quicksviewer behind the real HTTP server (``python -m sglang.launch_server``).
+
+One server on the converted fp32 tiny checkpoint, CPU, for the whole module; its
+log is kept and shown when a check fails. Checked here:
+
+* ``/v1/chat/completions`` with a local mp4 as ``video_url`` then the question: the
+  "quicksviewer" template is picked automatically and renders the original
+  conv_qwen2 prompt (same prompt ids as ``/generate`` on that text, and the final ids
+  of ``/generate`` are the reference's), and the greedy completion is the
+  reference's 16 tokens, decoded with ``skip_special_tokens=True``;
+* unusable videos (random bytes as a data URL and as a file, an empty file, a text
+  file named .mp4, a PNG image, a 1-frame video, a missing path) each give a 4xx
+  with a clear message, and the server then answers a good request normally;
+* the radix cache: the same video again reuses the KV of the whole video, another
+  video (same length, other pixels) shares only the text before the first visual
+  position.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.quicksviewer_fixtures import (
+    PROJECT_ROOT,
+    QUESTION,
+    as_reported,
+    chatml_prompt,
+    reported_input_ids,
+)
+from tests.videos import STANDARD_VIDEOS, write_video
+
+pytest_plugins = ["tests.quicksviewer_fixtures"]
+
+NEW_TOKENS = 16
+VIDEO = "12s_30fps"
+STARTUP_TIMEOUT_S = 300
+REQUEST_TIMEOUT_S = 180
+LOG_TAIL = 6000
+IMAGE_TOKEN_INDEX = -200  # the reference's visual sentinel
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen, port: int, log: Path):
+        self.proc, self.log = proc, log
+        self.url = f"http://127.0.0.1:{port}"
+
+    def log_tail(self) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return f"\n--- server log ({self.log}), tail ---\n{text[-LOG_TAIL:]}"
+
+    def post(self, path: str, payload: dict) -> requests.Response:
+        try:
+            return requests.post(
+                self.url + path, json=payload, timeout=REQUEST_TIMEOUT_S
+            )
+        except requests.RequestException as e:
+            pytest.fail(f"POST {path} failed: {e}{self.log_tail()}")
+
+    def ok(self, path: str, payload: dict) -> dict:
+        response = self.post(path, payload)
+        assert response.status_code == 200, (
+            f"POST {path} -> {response.status_code}: {response.text}"
+            f"{self.log_tail()}"
+        )
+        return response.json()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            # the server drains and stops its children on SIGTERM
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+        try:  # whatever is left: scheduler and detokenizer share the group
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def server(checkpoints, tmp_path_factory, request):
+    model = checkpoints.converted("fp32")
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    command = [
+        sys.executable,
+        "-m",
+        "sglang.launch_server",
+        "--model-path",
+        str(model),
+        "--device",
+        "cpu",
+        "--attention-backend",
+        "torch_native",
+        "--mm-attention-backend",
+        "sdpa",
+        "--dtype",
+        "float32",
+        "--max-total-tokens",
+        "16384",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    srv = Server(proc, port, log)
+    failed_before = request.session.testsfailed
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited with {proc.returncode}{srv.log_tail()}")
+            try:
+                if requests.get(srv.url + "/health", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"server not healthy in {STARTUP_TIMEOUT_S}s{srv.log_tail()}"
+                )
+            time.sleep(1)
+        yield srv
+    finally:
+        srv.stop()
+        if request.session.testsfailed > failed_before:
+            # straight to the terminal: captured output of a passing last test
+            # would not be shown
+            reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+            reporter.write_line(srv.log_tail())
+
+
+@pytest.fixture(scope="module")
+def reference(references, videos):
+    return references.video("fp32", videos[VIDEO], max_new_tokens=NEW_TOKENS)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(references):
+    return references.model("fp32").tokenizer
+
+
+def chat_payload(video_url: str, max_tokens: int = NEW_TOKENS, **extra) -> dict:
+    """A greedy chat request. The chat API fills the sampling parameters a request
+    leaves out from the checkpoint's generation_config.json (SGLang's default
+    ``--sampling-defaults model``); the tiny checkpoint carries Qwen2.5-Instruct's,
+    whose repetition_penalty 1.05 would apply even at temperature 0, so it is set
+    to 1 here like the greedy reference."""
+    return {
+        "model": "quicksviewer",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "video_url", "video_url": {"url": video_url}},
+                    {"type": "text", "text": QUESTION},
+                ],
+            }
+        ],
+        "temperature": 0,
+        "repetition_penalty": 1.0,
+        "max_tokens": max_tokens,
+        **extra,
+    }
+
+
+def generate_payload(video: str, max_new_tokens: int = NEW_TOKENS, **extra) -> dict:
+    return {
+        "text": chatml_prompt("<video>\n"),
+        "video_data": [video],
+        "sampling_params": {"temperature": 0, "max_new_tokens": max_new_tokens},
+        **extra,
+    }
+
+
+def test_chat_completion_matches_reference(server, videos, reference, tokenizer):
+    path = str(videos[VIDEO])
+    chat = server.ok(
+        "/v1/chat/completions", chat_payload(path, return_prompt_token_ids=True)
+    )
+    (choice,) = chat["choices"]
+    assert len(reference.tokens) == NEW_TOKENS  # no early eos: 16 tokens compared
+    expected_text = tokenizer.decode(reference.tokens, skip_special_tokens=True)
+    assert choice["message"]["content"] == expected_text
+    assert choice["finish_reason"] == "length"
+    usage = chat["usage"]
+    assert usage["completion_tokens"] == NEW_TOKENS
+    # the prompt after cubing (timestamps of the cube starts + 64 per block)
+    assert usage["prompt_tokens"] == len(reference.expanded_input_ids)
+
+    # the chat template rendered exactly the original prompt: /generate on
+    # conv_qwen2's text (<video> where the original puts the video) tokenizes the
+    # same, and its final ids (after cubing) are the reference's
+    generated = server.ok(
+        "/generate",
+        generate_payload(
+            path, return_logprob=True, logprob_start_len=0, return_prompt_token_ids=True
+        ),
+    )
+    assert choice["prompt_token_ids"] == generated["prompt_token_ids"]
+    meta = generated["meta_info"]
+    expected_ids = as_reported(reference.expanded_input_ids, len(tokenizer))
+    assert reported_input_ids(meta) == expected_ids
+    assert generated["output_ids"] == reference.tokens
+    assert generated["text"] == expected_text
+
+
+# name -> what the error message must say
+BAD_VIDEOS = {
+    "random_bytes_data_url": "Could not decode video",
+    "random_bytes_file": "Could not decode video",
+    "empty_file": "Could not decode video",
+    "text_file_named_mp4": "Could not decode video",
+    "png_image": "Could not decode video",
+    "one_frame_video": "at least 2 frames",
+    "missing_path": "neither an existing file",
+}
+
+
+def bad_video(case: str, directory: Path) -> str:
+    """The video URL of one of BAD_VIDEOS, written into ``directory``."""
+    path = directory / "video.mp4"
+    if case == "random_bytes_data_url":
+        data = base64.b64encode(os.urandom(8192)).decode()
+        return f"data:video/mp4;base64,{data}"
+    if case == "random_bytes_file":
+        path.write_bytes(os.urandom(8192))
+    elif case == "empty_file":
+        path.write_bytes(b"")
+    elif case == "text_file_named_mp4":
+        path.write_text("just some text\n" * 50)
+    elif case == "png_image":
+        from PIL import Image
+
+        path = directory / "picture.png"
+        Image.new("RGB", (96, 64), (200, 30, 30)).save(path)
+    elif case == "one_frame_video":
+        # 1 s at 30 fps: one frame at 1 fps
+        write_video(path, 1, 30.0, 96, 64)
+    elif case != "missing_path":
+        raise KeyError(case)
+    return str(path)
+
+
+@pytest.mark.parametrize("case", list(BAD_VIDEOS))
+def test_bad_video_gives_a_clear_4xx(case, server, tmp_path, reference, tokenizer):
+    url = bad_video(case, tmp_path)
+    response = server.post("/v1/chat/completions", chat_payload(url))
+    assert (
+        400 <= response.status_code < 500
+    ), f"{case}: {response.status_code} {response.text}{server.log_tail()}"
+    assert BAD_VIDEOS[case] in response.json()["message"], response.text
+    assert server.proc.poll() is None, f"server died{server.log_tail()}"
+
+
+def test_server_serves_after_bad_videos(server, videos, reference, tokenizer):
+    """Runs after the bad inputs (file order): the next good request is normal."""
+    chat = server.ok("/v1/chat/completions", chat_payload(str(videos[VIDEO])))
+    expected_text = tokenizer.decode(reference.tokens, skip_special_tokens=True)
+    assert chat["choices"][0]["message"]["content"] == expected_text
+    assert chat["usage"]["prompt_tokens"] == len(reference.expanded_input_ids)
+
+
+def test_radix_cache_shares_only_the_same_video(server, tmp_path, reference, tokenizer):
+    seconds, fps, width, height = STANDARD_VIDEOS[VIDEO]
+    # new to this server, same length as each other (the same prompt layout)
+    first = str(write_video(tmp_path / "a.mp4", seconds, fps, width, height, seed=11))
+    other = str(write_video(tmp_path / "b.mp4", seconds, fps, width, height, seed=12))
+    # the text before the first visual position: <|im_start|>user\n<video_start>
+    # <thumbnail_start> (all prompts of this module start so)
+    prefix = reference.expanded_input_ids.index(IMAGE_TOKEN_INDEX)
+    assert prefix == 5
+
+    # (no input logprobs here: logprob_start_len=0 bypasses the prefix cache)
+    cold = server.ok("/generate", generate_payload(first, 4))
+    assert cold["meta_info"]["cached_tokens"] == prefix
+    # the text after <video_end> is the same in every prompt of this module
+    ref_ids = reference.expanded_input_ids
+    suffix = len(ref_ids) - ref_ids.index(
+        tokenizer.convert_tokens_to_ids("<video_end>")
+    )
+    video_end = cold["meta_info"]["prompt_tokens"] - suffix
+
+    warm = server.ok("/generate", generate_payload(first, 4))
+    cached = warm["meta_info"]["cached_tokens"]
+    assert video_end + 1 <= cached < warm["meta_info"]["prompt_tokens"], (
+        cached,
+        video_end,
+    )
+    assert warm["output_ids"] == cold["output_ids"]
+
+    another = server.ok("/generate", generate_payload(other, 4))
+    assert another["meta_info"]["cached_tokens"] == prefix
