@@ -59,12 +59,35 @@ class Server:
     def __init__(self, proc: subprocess.Popen, port: int, log: Path):
         self.proc, self.log = proc, log
         self.url = f"http://127.0.0.1:{port}"
+        self.deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        self.ready = False
 
     def log_tail(self) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return f"\n--- server log ({self.log}), tail ---\n{text[-LOG_TAIL:]}"
 
+    def wait_ready(self) -> None:
+        """Wait for /health (the first request of the module does); the fixtures
+        the tests need meanwhile (reference run) overlap the server start."""
+        while not self.ready:
+            if self.proc.poll() is not None:
+                pytest.fail(
+                    f"server exited with {self.proc.returncode}{self.log_tail()}"
+                )
+            try:
+                response = requests.get(self.url + "/health", timeout=5)
+                self.ready = response.status_code == 200
+            except requests.RequestException:
+                pass
+            if not self.ready:
+                if time.monotonic() > self.deadline:
+                    pytest.fail(
+                        f"server not healthy in {STARTUP_TIMEOUT_S}s{self.log_tail()}"
+                    )
+                time.sleep(1)
+
     def post(self, path: str, payload: dict) -> requests.Response:
+        self.wait_ready()
         try:
             return requests.post(
                 self.url + path, json=payload, timeout=REQUEST_TIMEOUT_S
@@ -120,6 +143,8 @@ def server(checkpoints, tmp_path_factory, request):
         "127.0.0.1",
         "--port",
         str(port),
+        # no busy polling while idle: this host has 2 cores
+        "--sleep-on-idle",
     ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -132,20 +157,6 @@ def server(checkpoints, tmp_path_factory, request):
     srv = Server(proc, port, log)
     failed_before = request.session.testsfailed
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}{srv.log_tail()}")
-            try:
-                if requests.get(srv.url + "/health", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"server not healthy in {STARTUP_TIMEOUT_S}s{srv.log_tail()}"
-                )
-            time.sleep(1)
         yield srv
     finally:
         srv.stop()
