@@ -15,7 +15,7 @@ failures=0
 for stage in "$@"; do
   t=$(date +%s)
   case $stage in
-    bench) script=benchmarks/bench_quicksviewer.py; args=(--gpu-suite) ;;
+    bench) script=benchmarks/bench_quicksviewer.py; args=(--gpu-suite --resume) ;;
     *) script=ci/gpu/$stage.py; args=() ;;
   esac
   if PYTHONPATH="$PYTHONPATH:$PWD/ci/gpu" python3 "$script" "${args[@]}" > "$OUT/$stage.log" 2>&1; then
