@@ -15,10 +15,10 @@ UPSTREAM_TESTS ?=
 APPLY_FLAGS := --link-venv $(VENV) $(if $(FORCE),--force) \
 	$(if $(SGLANG_SRC),--sglang-src $(SGLANG_SRC))
 
-.PHONY: help setup fetch apply export export-cpu verify test demo
+.PHONY: help setup fetch apply export export-cpu verify test demo bench
 
 help:
-	@echo "make demo      build the patched tree and show it (the main job, for now)"
+	@echo "make demo      serve a tiny Quicksviewer on CPU and ask it about a generated video"
 	@echo "make test      setup + apply + the whole test suite"
 	@echo "make setup     create/refresh $(VENV) from tools/requirements-cpu.txt"
 	@echo "make apply     build $(BUILD): pinned SGLang + patches/ + overlay/ + patches/cpu/"
@@ -51,11 +51,7 @@ ifneq ($(strip $(UPSTREAM_TESTS)),)
 endif
 
 demo: apply
-	@echo "== the patched tree ($(BUILD)):"
-	@git -C $(BUILD) log --oneline --decorate --boundary qsv/base..HEAD
-	@echo "== upstream PR: git -C $(BUILD) format-patch qsv/base..qsv/upstream"
-	@echo "== $(VENV) imports sglang from:"
-	@$(VPY) -c "import sglang, inspect; print(inspect.getfile(sglang), sglang.__version__)"
+	$(VPY) -m tools.demo
 
 # --- wheels (docs/gpu.md) ----------------------------------------------------
 # make wheel [WHEEL_FLAGS=--with-cpu-group]   dist/sglang-0.5.17+qsv.N-cp3XX-*.whl
@@ -71,3 +67,10 @@ wheelhouse: apply
 
 wheelhouse-check: setup
 	$(VPY) -m tools.wheelhouse check --sm $(SM)
+
+# make bench [BENCH_ARGS="--model DIR --reference DIR --video V.mp4"]
+# without arguments: the tiny checkpoint on CPU (a smoke run; GPU numbers come
+# from ci/gpu/run.sh bench, see docs/performance.md)
+bench: apply
+	$(VPY) -m tools.demo --prepare-only
+	$(VPY) benchmarks/bench_quicksviewer.py $(or $(BENCH_ARGS),--model build/demo/quicksviewer-tiny --reference build/demo/quicksviewer-tiny-original --video build/demo/demo.mp4 --dtype float32 --out build/bench.json)
