@@ -74,3 +74,13 @@ wheelhouse-check: setup
 bench: apply
 	$(VPY) -m tools.demo --prepare-only
 	$(VPY) benchmarks/bench_quicksviewer.py $(or $(BENCH_ARGS),--model build/demo/quicksviewer-tiny --reference build/demo/quicksviewer-tiny-original --video build/demo/demo.mp4 --dtype float32 --out build/bench.json)
+
+# --- checkpoints (docs/design.md section 9) -------------------------------------
+# make convert SRC=<original Quicksviewer checkpoint> DST=<dir> [VISION_TOWER=<siglip dir>]
+# make tiny OUT=<dir> [SEED=0] [DTYPE=bf16]
+.PHONY: convert tiny
+convert: setup
+	$(VPY) -m tools.checkpoints.convert $(SRC) $(DST) $(if $(VISION_TOWER),--vision-tower $(VISION_TOWER))
+
+tiny: setup
+	$(VPY) -m tools.checkpoints.tiny --out $(OUT) --seed $(or $(SEED),0) --dtype $(or $(DTYPE),bf16)
