@@ -16,6 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers.sglang_outputs import (  # noqa: F401 (re-exported)
+    as_reported,
+    reported_input_ids,
+)
 from tests.videos import STANDARD_VIDEOS, standard_video
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -41,17 +45,6 @@ def engine_kwargs(model_path: Path, dtype: str) -> dict:
     )
 
 
-def reported_input_ids(meta_info: dict) -> list[int]:
-    """Input ids as SGLang reports them with ``return_logprob``."""
-    return [token for _, token, _ in meta_info["input_token_logprobs"]]
-
-
-def as_reported(ids: list[int], vocab_size: int) -> list[int]:
-    """What SGLang reports for ``ids``: visual pad values (and, by an upstream
-    off-by-one, the last vocabulary id) come back as 0."""
-    return [t if 0 <= t < vocab_size - 1 else 0 for t in ids]
-
-
 class Checkpoints:
     """Original-format and converted tiny checkpoints, per dtype."""
 
@@ -62,7 +55,9 @@ class Checkpoints:
     def original(self, dtype: str) -> Path:
         from tools.checkpoints.tiny import make_tiny_checkpoint
 
-        return make_tiny_checkpoint(self.root / f"original-{dtype}", seed=0, dtype=dtype)
+        return make_tiny_checkpoint(
+            self.root / f"original-{dtype}", seed=0, dtype=dtype
+        )
 
     @functools.cache
     def converted(self, dtype: str) -> Path:
@@ -144,7 +139,11 @@ def engines(checkpoints):
 def run_script(script: str, *args, timeout: int = 900) -> subprocess.CompletedProcess:
     """Run a helper script of tests/helpers with this interpreter."""
     proc = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "tests" / "helpers" / script), *map(str, args)],
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "tests" / "helpers" / script),
+            *map(str, args),
+        ],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

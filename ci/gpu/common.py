@@ -38,17 +38,6 @@ ENGINE_ARGS = dict(
 )
 
 
-def reported_input_ids(meta_info: dict) -> list[int]:
-    """Input ids as SGLang reports them with ``return_logprob``."""
-    return [token for _, token, _ in meta_info["input_token_logprobs"]]
-
-
-def as_reported(ids: list[int], vocab_size: int) -> list[int]:
-    """What SGLang reports for ``ids``: visual pad values (and, by an upstream
-    off-by-one, the last vocabulary id) come back as 0."""
-    return [t if 0 <= t < vocab_size - 1 else 0 for t in ids]
-
-
 def checkpoint_dirs() -> tuple[Path, Path]:
     """(original-format, converted) full-size random checkpoints."""
     return WORK / "ckpt-original", WORK / "ckpt-converted"

@@ -13,12 +13,12 @@ from common import (
     PROMPT,
     QUESTION,
     Timer,
-    as_reported,
     checkpoint_dirs,
-    reported_input_ids,
     video,
     write_result,
 )
+
+from tests.helpers.sglang_outputs import as_reported, reported_input_ids
 
 NEW_TOKENS = 16
 TOP = 20

@@ -5,15 +5,9 @@ must agree on the cubes; the prompt ids and greedy tokens of TP=1 and TP=2 are
 compared. Writes $OUT/tp.json."""
 
 import torch
-from common import (
-    ENGINE_ARGS,
-    PROMPT,
-    Timer,
-    checkpoint_dirs,
-    reported_input_ids,
-    video,
-    write_result,
-)
+from common import ENGINE_ARGS, PROMPT, Timer, checkpoint_dirs, video, write_result
+
+from tests.helpers.sglang_outputs import reported_input_ids
 
 NEW_TOKENS = 32
 

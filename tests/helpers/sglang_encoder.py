@@ -14,8 +14,6 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from transformers import AutoTokenizer
-
 from sglang.srt.configs.quicksviewer import QuicksviewerConfig
 from sglang.srt.distributed import (
     init_distributed_environment,
@@ -27,6 +25,7 @@ from sglang.srt.multimodal.processors.quicksviewer import QuicksviewerProcessor
 from sglang.srt.runtime_context import publish
 from sglang.srt.server_args import ServerArgs
 from sglang.srt.utils.network import get_free_port
+from transformers import AutoTokenizer
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

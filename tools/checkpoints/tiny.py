@@ -61,6 +61,7 @@ from pathlib import Path
 import torch
 
 from qsv_reference.constants import FEATURE_GRID, MARKERS
+from tools.checkpoints.convert import so400m_preprocessor
 from tools.checkpoints.tokenizer import (
     TOKENIZER_FILES,
     TokenizerBuildError,
@@ -140,19 +141,6 @@ SHAPES = {
     ),
 }
 
-# google/siglip-so400m-patch14-384 preprocessor_config.json (slow SiglipImageProcessor).
-SIGLIP_SO400M_PREPROCESSOR = {
-    "do_normalize": True,
-    "do_rescale": True,
-    "do_resize": True,
-    "image_mean": [0.5, 0.5, 0.5],
-    "image_processor_type": "SiglipImageProcessor",
-    "image_std": [0.5, 0.5, 0.5],
-    "processor_class": "SiglipProcessor",
-    "resample": 3,
-    "rescale_factor": 0.00392156862745098,
-    "size": {"height": 384, "width": 384},
-}
 
 # Std of the cubing head's output layer (see the module docstring).
 CUBING_LOGIT_SCALE = 4.0
@@ -433,7 +421,10 @@ def make_tiny_checkpoint(
     )
     (tower_dir / "model.safetensors").chmod(0o644)
     _write_json(tower_dir / "config.json", tower_config(sizes))
-    _write_json(tower_dir / "preprocessor_config.json", SIGLIP_SO400M_PREPROCESSOR)
+    _write_json(
+        tower_dir / "preprocessor_config.json",
+        so400m_preprocessor(sizes.vision["image_size"]),
+    )
     return out_dir
 
 

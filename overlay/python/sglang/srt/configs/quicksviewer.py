@@ -53,6 +53,13 @@ DEFAULT_IMAGE_GRID_PINPOINTS = [
 ]
 
 
+def _sub_config(cls, value):
+    """A sub-config given as a dict, an instance or None (the defaults)."""
+    if isinstance(value, cls):
+        return value
+    return cls(**(value or {}))
+
+
 class QuicksviewerConfig(PretrainedConfig):
     model_type = "quicksviewer"
     sub_configs = {"text_config": Qwen2Config, "vision_config": SiglipVisionConfig}
@@ -80,16 +87,8 @@ class QuicksviewerConfig(PretrainedConfig):
         pad_token_id: Optional[int] = None,
         **kwargs,
     ):
-        if isinstance(text_config, dict):
-            text_config = Qwen2Config(**text_config)
-        elif text_config is None:
-            text_config = Qwen2Config()
-        if isinstance(vision_config, dict):
-            vision_config = SiglipVisionConfig(**vision_config)
-        elif vision_config is None:
-            vision_config = SiglipVisionConfig()
-        self.text_config = text_config
-        self.vision_config = vision_config
+        self.text_config = text_config = _sub_config(Qwen2Config, text_config)
+        self.vision_config = _sub_config(SiglipVisionConfig, vision_config)
 
         for marker in QUICKSVIEWER_MARKERS:
             key = f"{marker}_token_id"
