@@ -82,7 +82,7 @@ def sglang_components(args) -> dict:
         model_path=args.model,
         device=args.device,
         attention_backend="triton" if args.device == "cuda" else "torch_native",
-        mm_attention_backend="sdpa",
+        mm_attention_backend=args.mm_attention_backend,
     )
     publish(server_args, role="scheduler")
     init_distributed_environment(
@@ -305,6 +305,7 @@ def run_phase(phase: str, args, extra: dict | None = None) -> dict:
     cmd = [sys.executable, __file__, "--phase", phase, "--phase-out", str(out)]
     cmd += ["--model", args.model, "--dtype", args.dtype, "--device", args.device]
     cmd += ["--work", args.work, "--prompt", args.prompt]
+    cmd += ["--mm-attention-backend", args.mm_attention_backend]
     if args.reference:
         cmd += ["--reference", args.reference]
     for video in args.video:
@@ -365,6 +366,10 @@ def main():
         "--device", default="cuda" if torch.cuda.is_available() else "cpu"
     )
     parser.add_argument("--work", default="/tmp/qsv-bench")
+    parser.add_argument(
+        "--mm-attention-backend",
+        default="sdpa",
+    )
     parser.add_argument("--out", help="write the results here (JSON)")
     parser.add_argument("--gpu-suite", action="store_true")
     parser.add_argument(

@@ -31,6 +31,8 @@ ENGINE_ARGS = dict(
     dtype="bfloat16",
     attention_backend="triton",
     sampling_backend="pytorch",
+    # SDPA like the original SigLIP: closest first-token log-probabilities (0.19 vs
+    # 0.37 with triton_attn, docs/gpu-runs.md) at about the same speed
     mm_attention_backend="sdpa",
     mem_fraction_static=0.6,
     cuda_graph_max_bs_decode=8,

@@ -43,7 +43,7 @@ def main():
         "--sampling-backend",
         "pytorch",
         "--mm-attention-backend",
-        "sdpa",
+        ENGINE_ARGS["mm_attention_backend"],
         "--mem-fraction-static",
         "0.6",
         "--cuda-graph-max-bs-decode",
