@@ -252,12 +252,16 @@ def test_wrong_checkpoints_fail_clearly(converted, tmp_path):
     )
 
     code, log = results["mismatch"]
-    assert code is not None, f"Engine hung on mismatched marker ids:\n{log[-4000:]}"
-    assert code != 0 and "ENGINE STARTED" not in log, log[-4000:]
-    assert "config says <im_start> is token 151670, the tokenizer says 151669" in log
-    assert "the checkpoint's config and tokenizer do not match" in log
+    tail = f"exit code {code}, log tail:\n{log[-4000:]}"
+    assert code is not None, f"Engine hung on mismatched marker ids: {tail}"
+    assert code != 0 and "ENGINE STARTED" not in log, tail
+    assert (
+        "config says <im_start> is token 151670, the tokenizer says 151669" in log
+    ), tail
+    assert "the checkpoint's config and tokenizer do not match" in log, tail
 
     code, log = results["no_weights"]
-    assert code is not None, f"Engine hung without weights:\n{log[-4000:]}"
-    assert code != 0 and "ENGINE STARTED" not in log, log[-4000:]
-    assert f"Cannot find any model weights with `{no_weights}`" in log, log[-4000:]
+    tail = f"exit code {code}, log tail:\n{log[-4000:]}"
+    assert code is not None, f"Engine hung without weights: {tail}"
+    assert code != 0 and "ENGINE STARTED" not in log, tail
+    assert f"Cannot find any model weights with `{no_weights}`" in log, tail
