@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+# session fixtures of the Quicksviewer model tests (one checkpoint set, one Engine
+# per dtype, shared by every test module)
+pytest_plugins = ["tests.quicksviewer_fixtures"]
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUILD_TREE = PROJECT_ROOT / "build" / "sglang"
 CACHE_DIR = PROJECT_ROOT / "build" / "cache"

@@ -28,8 +28,6 @@ import pytest
 
 from tests.quicksviewer_fixtures import PROJECT_ROOT, QUESTION
 
-pytest_plugins = ["tests.quicksviewer_fixtures"]
-
 # the original tokenizer adds the markers in this order on top of Qwen2.5's 151665
 # tokens (reference notes §2.3)
 MARKER_IDS = {

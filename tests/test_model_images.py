@@ -22,8 +22,6 @@ from PIL import Image
 
 from tests.quicksviewer_fixtures import as_reported, chatml_prompt, reported_input_ids
 
-pytest_plugins = ["tests.quicksviewer_fixtures"]
-
 NEW_TOKENS = 16
 QUESTION = "What is in the image?"
 TILE = 384

@@ -16,15 +16,11 @@ import math
 import pytest
 import torch
 
-from tests.quicksviewer_fixtures import (  # noqa: F401 (fixtures)
+from tests.quicksviewer_fixtures import (
     as_reported,
-    checkpoints,
     chatml_prompt,
-    engines,
-    references,
     reported_input_ids,
     run_script,
-    videos,
 )
 from tests.videos import STANDARD_VIDEOS
 
@@ -51,7 +47,9 @@ def encoder_outputs(checkpoints, videos, tmp_path_factory):
     for dtype in ("fp32", "bf16"):
         out = tmp_path_factory.mktemp("encoder") / f"{dtype}.pt"
         paths = [videos[name] for name in VIDEOS]
-        run_script("sglang_encoder.py", checkpoints.converted(dtype), dtype, out, *paths)
+        run_script(
+            "sglang_encoder.py", checkpoints.converted(dtype), dtype, out, *paths
+        )
         runs = torch.load(out, weights_only=False)
         results[dtype] = {name: run for name, run in zip(VIDEOS, runs)}
     return results

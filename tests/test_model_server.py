@@ -39,8 +39,6 @@ from tests.quicksviewer_fixtures import (
 )
 from tests.videos import STANDARD_VIDEOS, write_video
 
-pytest_plugins = ["tests.quicksviewer_fixtures"]
-
 NEW_TOKENS = 16
 VIDEO = "12s_30fps"
 STARTUP_TIMEOUT_S = 300

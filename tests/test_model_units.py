@@ -1,7 +1,6 @@
 """Unit facts of the SGLang Quicksviewer model that parity depends on."""
 
 import torch
-
 from sglang.srt.models.quicksviewer import QuicksviewerCubing, QuicksviewerPosEmbed3D
 
 

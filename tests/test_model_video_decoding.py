@@ -33,8 +33,6 @@ import torch
 from tests.quicksviewer_fixtures import PROJECT_ROOT
 from tests.videos import STANDARD_VIDEOS
 
-pytest_plugins = ["tests.quicksviewer_fixtures"]
-
 VIDEOS = sorted(STANDARD_VIDEOS)
 # decord 0.6.0 fails on this one ("DECORDArrayCopyFromTo: The size must exactly
 # match"): frames of width 48 are not copied out of its padded buffer.

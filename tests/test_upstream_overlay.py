@@ -16,8 +16,6 @@ import sys
 
 from tests.quicksviewer_fixtures import PROJECT_ROOT
 
-pytest_plugins = ["tests.quicksviewer_fixtures"]
-
 BUILD_TREE = PROJECT_ROOT / "build" / "sglang"
 UPSTREAM_TEST = "test/registered/vlm/test_quicksviewer.py"
 TIMEOUT_S = 420
