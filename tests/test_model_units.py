@@ -41,7 +41,8 @@ def test_boundary_count_formula():
 
 
 def test_ties_go_to_the_lowest_frame_like_cuda_topk():
-    cubing = QuicksviewerCubing.__new__(QuicksviewerCubing)
+    cubing = QuicksviewerCubing.__new__(QuicksviewerCubing)  # no weights needed
+    cubing.frames_per_cube = 5
     scores = torch.tensor([0.5, 0.9, 0.9, 0.1, 0.9, 0.9, 0.2], dtype=torch.bfloat16)
     # 13 frames -> k = 2 boundaries among the 4 tied 0.9 scores
     weights = cubing.select(scores, num_frames=13)

@@ -203,9 +203,9 @@ class QuicksviewerCubing(nn.Module):
         self.thumbnail_proj = linear("thumbnail_proj", config.text_config.hidden_size)
 
     @staticmethod
-    def num_boundaries(num_frames: int) -> int:
+    def num_boundaries(num_frames: int, frames_per_cube: int = 5) -> int:
         """Boundaries chosen besides frame 0 (the original's ``num_cubes``)."""
-        return max(round(num_frames / 5) - 1, 1)
+        return max(round(num_frames / frames_per_cube) - 1, 1)
 
     def boundary_scores(self, video: torch.Tensor) -> torch.Tensor:
         """P(cube starts at frame j), j = 1..N-1, in the model dtype.
@@ -233,7 +233,7 @@ class QuicksviewerCubing(nn.Module):
         equal scores (bf16 scores tie often); a stable descending sort gives that
         order on every device.
         """
-        k = self.num_boundaries(num_frames)
+        k = self.num_boundaries(num_frames, self.frames_per_cube)
         order = torch.sort(scores, descending=True, stable=True).indices[:k]
         hard = torch.zeros_like(scores).scatter_(0, order, 1)
         hard = (hard - scores) + scores

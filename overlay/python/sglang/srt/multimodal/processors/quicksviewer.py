@@ -257,6 +257,7 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         self.pinpoints = hf_config.image_grid_pinpoints
         self.video_fps = hf_config.video_fps
         self.video_max_frames = hf_config.video_max_frames
+        self.frames_per_cube = hf_config.cubing_frames_per_cube
         self.pixel_processor = self._load_pixel_processor(server_args.model_path)
         self.placeholder_regex = re.compile(
             f"({re.escape(IMAGE_PLACEHOLDER)}|{re.escape(VIDEO_PLACEHOLDER)})"
@@ -345,7 +346,8 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         """Ids of a video before the cubes are known: the thumbnail run, then
         one run for all cubes (pad_input_ids adds their timestamps)."""
         q, m = self.num_queries, self.markers
-        num_cubes = QuicksviewerCubing.num_boundaries(num_frames) + 1
+        num_cubes = QuicksviewerCubing.num_boundaries(num_frames, self.frames_per_cube)
+        num_cubes += 1
         return (
             [m["video_start"], m["thumbnail_start"]]
             + [self.video_pad_id] * q
