@@ -29,7 +29,6 @@ visual embeddings to the prefill as ``precomputed_embeddings``. Images have a
 fixed layout and take the usual ``get_image_feature`` path.
 """
 
-import logging
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -52,8 +51,6 @@ from sglang.srt.models.idefics2 import Idefics2VisionTransformer
 from sglang.srt.models.qwen2 import Qwen2ForCausalLM
 from sglang.srt.models.utils import WeightsMapper
 from sglang.srt.utils import add_prefix
-
-logger = logging.getLogger(__name__)
 
 
 def _sincos_1d(embed_dim: int, positions: torch.Tensor) -> torch.Tensor:
