@@ -113,12 +113,26 @@ def sglang_components(args) -> dict:
 
         output, t_process = timed(process, "cpu", repeat=1)
         (item,) = output.mm_items
-        pixels = item.feature.to(args.device)
-        (_, starts), t_encode = timed(lambda: model.encode_video(pixels), args.device)
+        frames = item.feature.to(args.device)
+        table = item.model_specific_data["pixel_table"]
+        if args.profile:
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(
+                activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]
+            ) as prof:
+                model.encode_video(frames, table)
+                sync(args.device)
+            print(
+                prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25)
+            )
+        (_, starts), t_encode = timed(
+            lambda: model.encode_video(frames, table), args.device
+        )
         item.pad_value = 1 << 20
         ids = model.pad_input_ids(list(output.input_ids), _Inputs([item]))
         results[video] = {
-            "frames": pixels.shape[0],
+            "frames": frames.shape[0],
             "cubes": len(starts),
             "prompt_tokens": len(ids),
             "decode_preprocess_s": t_process,
@@ -308,6 +322,8 @@ def run_phase(phase: str, args, extra: dict | None = None) -> dict:
     cmd += ["--mm-attention-backend", args.mm_attention_backend]
     if args.reference:
         cmd += ["--reference", args.reference]
+    if args.profile:
+        cmd += ["--profile"]
     for video in args.video:
         cmd += ["--video", video]
     if extra:
@@ -372,6 +388,11 @@ def main():
     )
     parser.add_argument("--out", help="write the results here (JSON)")
     parser.add_argument("--gpu-suite", action="store_true")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="print a torch.profiler table of one encode_video per video",
+    )
     parser.add_argument(
         "--resume", action="store_true", help="reuse phase results in --work"
     )

@@ -14,6 +14,12 @@ fi
 if [ "${QSV_OVERLAY_DEV:-0}" = 1 ]; then
   # development only: run the working tree's overlay over the bundled wheel
   cp -r overlay/python/sglang/. "$site/sglang/" >&2
-  echo "setup: overlay copied over the bundle (QSV_OVERLAY_DEV=1)" >&2
+  # and the series' changed upstream files, exported by
+  # git -C build/sglang archive qsv/upstream $(git -C build/sglang diff --name-only
+  # qsv/base qsv/upstream -- python/sglang) | tar -x -C gpu_carry/series
+  if [ -d gpu_carry/series/python/sglang ]; then
+    cp -r gpu_carry/series/python/sglang/. "$site/sglang/" >&2
+  fi
+  echo "setup: overlay (and gpu_carry/series) copied over the bundle (QSV_OVERLAY_DEV=1)" >&2
 fi
 echo "export PYTHONPATH=$site:$PWD"

@@ -2,7 +2,7 @@
 
 Usage: sglang_encoder.py CONVERTED_CKPT DTYPE OUT.pt VIDEO [VIDEO ...]
 
-For every video it saves the processor's pixels (fp16), the frame timestamps,
+For every video it saves the processor's pixels (fp16, after the model's table), the frame timestamps,
 the cube start frames and the (K + 1, Q, D) visual embeddings computed by
 QuicksviewerForCausalLM.encode_video. It runs in its own process because it
 initialises SGLang's (single-rank) distributed state and global server args.
@@ -20,7 +20,7 @@ from sglang.srt.distributed import (
     initialize_model_parallel,
 )
 from sglang.srt.managers.io_struct import GenerateReqInput
-from sglang.srt.models.quicksviewer import QuicksviewerForCausalLM
+from sglang.srt.models.quicksviewer import QuicksviewerForCausalLM, lookup_pixels
 from sglang.srt.multimodal.processors.quicksviewer import QuicksviewerProcessor
 from sglang.srt.runtime_context import publish
 from sglang.srt.server_args import ServerArgs
@@ -61,8 +61,10 @@ def main(ckpt: str, dtype: str, out: str, videos: list[str]) -> None:
             processor.process_mm_data_async([], None, "<video>\n", request)
         )
         (item,) = output.mm_items
-        pixels = item.feature
-        embeddings, starts = model.encode_video(pixels)
+        frames, table = item.feature, item.model_specific_data["pixel_table"]
+        # the fp16 pixels the tower sees (the model applies the table on its device)
+        pixels = lookup_pixels(frames, table)
+        embeddings, starts = model.encode_video(frames, table)
         results.append(
             {
                 "video": video,

@@ -29,6 +29,9 @@ visual embeddings to the prefill as ``precomputed_embeddings``. Images have a
 fixed layout and take the usual ``get_image_feature`` path.
 """
 
+import json
+import logging
+import time
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -52,6 +55,8 @@ from sglang.srt.models.qwen2 import Qwen2ForCausalLM
 from sglang.srt.models.utils import WeightsMapper
 from sglang.srt.utils import add_prefix
 
+logger = logging.getLogger(__name__)
+
 
 def _sincos_1d(embed_dim: int, positions: torch.Tensor) -> torch.Tensor:
     """1D sin-cos table, computed exactly like the original (fp32, CPU)."""
@@ -60,6 +65,21 @@ def _sincos_1d(embed_dim: int, positions: torch.Tensor) -> torch.Tensor:
     omega = 1.0 / 10000**omega
     out = torch.einsum("t,d->td", positions, omega)
     return torch.cat([torch.sin(out), torch.cos(out)], dim=-1)
+
+
+def lookup_pixels(frames: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """(N, H, W, C) uint8 frames -> (N, C, H, W) pixels ``table[value, channel]``.
+
+    The table holds the processor's rescale + normalisation of every uint8
+    value per channel, so the lookup is exact. Indices are int32 (half of
+    int64's memory on 420-frame videos).
+    """
+    channels = frames.shape[-1]
+    offsets = torch.arange(channels, dtype=torch.int32, device=frames.device)
+    index = frames.to(torch.int32) * channels + offsets
+    pixels = F.embedding(index, table.reshape(-1, 1)).squeeze(-1)
+    # contiguous NCHW like the original's pixels (the conv kernel follows the layout)
+    return pixels.permute(0, 3, 1, 2).contiguous()
 
 
 class QuicksviewerPosEmbed3D(nn.Module):
@@ -307,18 +327,25 @@ class QuicksviewerForCausalLM(nn.Module):
         return self.language_model.get_input_embeddings()
 
     # ------------------------------------------------------------------ vision
-    def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """SigLIP features of (B, 3, H, W) pixels as (B, 24 * 24, C).
+    def encode_frames(
+        self, frames: torch.Tensor, pixel_table: torch.Tensor
+    ) -> torch.Tensor:
+        """SigLIP features of (B, H, W, 3) uint8 frames as (B, 24 * 24, C).
 
-        The original casts pixels to fp16 first and then to the tower dtype; the
-        processor already sends fp16.
+        The processor sends the frames already resized (4x smaller than fp32
+        pixels) and the (256, 3) fp16 table of its rescale + normalisation; the
+        lookup gives the fp16 pixels the original rounds to before casting them
+        to the tower dtype. Every patch is valid, so the tower runs without a
+        patch mask (no attention mask, the same SDPA call as the original).
         """
         weight = self.vision_tower.embeddings.patch_embedding.weight
-        pixel_values = pixel_values.to(device=weight.device, dtype=weight.dtype)
+        pixel_values = lookup_pixels(
+            frames.to(weight.device, non_blocking=True),
+            pixel_table.to(weight.device),
+        ).to(weight.dtype)
         batch = pixel_values.shape[0]
         side = self.vision_tower.embeddings.num_patches_per_side
-        patch_mask = torch.ones((batch, side, side), dtype=torch.bool)
-        hidden = self.vision_tower(pixel_values, patch_attention_mask=patch_mask)
+        hidden = self.vision_tower(pixel_values)
         grid = hidden.view(batch, side, side, -1).permute(0, 3, 1, 2)
         grid = F.interpolate(
             grid.float(),
@@ -330,14 +357,14 @@ class QuicksviewerForCausalLM(nn.Module):
 
     @torch.no_grad()
     def encode_video(
-        self, pixel_values: torch.Tensor
+        self, frames: torch.Tensor, pixel_table: torch.Tensor
     ) -> Tuple[torch.Tensor, List[int]]:
-        """Cube a video of N >= 2 frames.
+        """Cube a video of N >= 2 frames ((N, H, W, 3) uint8, see encode_frames).
 
         Returns the (K + 1, Q, D) embeddings (thumbnail first, then one block per
         cube) and the K cube start frames.
         """
-        video = self.encode_frames(pixel_values)
+        video = self.encode_frames(frames, pixel_table)
         num_frames = video.shape[0]
         scores = self.cubing.boundary_scores(video)
         weights = self.cubing.select(scores, num_frames)
@@ -353,8 +380,9 @@ class QuicksviewerForCausalLM(nn.Module):
 
     def get_image_feature(self, items: List[MultimodalDataItem]) -> torch.Tensor:
         """Every anyres tile is one 64-token block (no cubing, frame index 0)."""
-        pixel_values = torch.cat([item.feature for item in items])
-        features = self.encode_frames(pixel_values)
+        frames = torch.cat([item.feature for item in items])
+        pixel_table = items[0].model_specific_data["pixel_table"]
+        features = self.encode_frames(frames, pixel_table)
         return self.resampler(features).flatten(0, 1)
 
     def get_video_feature(self, items: List[MultimodalDataItem]) -> torch.Tensor:
@@ -399,7 +427,11 @@ class QuicksviewerForCausalLM(nn.Module):
         self, item: MultimodalDataItem, input_ids: Sequence[int], out: List[int]
     ) -> List[Tuple[int, int]]:
         (thumb_start, thumb_end), (cubes_start, _) = item.offsets
-        embeddings, starts = self.encode_video(item.feature)
+        t_start, start = time.time(), time.perf_counter()
+        num_frames = item.feature.shape[0]
+        embeddings, starts = self.encode_video(
+            item.feature, item.model_specific_data["pixel_table"]
+        )
         num_queries = embeddings.shape[1]
         timestamps = item.model_specific_data["timestamp_token_ids"]
         offsets = [(len(out), len(out) + num_queries - 1)]
@@ -414,6 +446,16 @@ class QuicksviewerForCausalLM(nn.Module):
         if embeddings.is_cuda:
             # the prefill runs on another stream
             torch.cuda.current_stream().synchronize()
+        if "qsv_t_media_done" in item.model_specific_data:  # SGLANG_QSV_TIMING=1
+            record = {
+                "stage": "encoder",
+                "frames": num_frames,
+                "t_media_done": item.model_specific_data["qsv_t_media_done"],
+                "t_start": t_start,
+                "seconds": round(time.perf_counter() - start, 4),
+                "t_end": time.time(),
+            }
+            logger.warning("qsv-timing %s", json.dumps(record))
         return offsets
 
     # ------------------------------------------------------------- forward

@@ -19,8 +19,13 @@ Frames, pixels and prompt expansion follow the original implementation:
   by uniform sub-sampling, timestamps ``round(index / fps, 1)``; decoded with
   SGLang's loader (torchcodec or decord) or, where neither is installed, with
   OpenCV (the original's own decoder);
-* pixels: SigLIP's PIL/NumPy processor (bicubic 384x384, mean = std = 0.5),
-  then rounded to fp16 as the original does before the tower;
+* pixels: SigLIP's PIL processor, reproduced exactly and fast: Pillow <= 12's
+  fixed-point bicubic to 384x384 (``quicksviewer_resize``, whatever Pillow is
+  installed; on the GPU when the server runs on one), then a (256, 3) table of
+  the processor's rescale + normalisation rounded to fp16, which the model
+  applies on the device. Videos travel to the scheduler as resized uint8 frames
+  (a quarter of fp32, half of fp16), through SGLang's CUDA IPC pool when the
+  server uses it, with their hash computed here, in parallel, once;
 * images: "anyres" tiles (a 384x384 base view plus the 384x384 tiles of the
   image resized and padded to the best grid pinpoint);
 * prompt: a video becomes ``<video_start><thumbnail_start>[64]<thumbnail_end>``
@@ -31,21 +36,18 @@ Frames, pixels and prompt expansion follow the original implementation:
 """
 
 import asyncio
-import binascii
+import hashlib
 import json
 import logging
 import math
 import os
 import re
-import tempfile
-from typing import List, Optional, Sequence, Tuple
+import time
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
-from transformers.models.siglip.image_processing_pil_siglip import (
-    SiglipImageProcessorPil,
-)
 
 from sglang.srt.managers.schedule_batch import (
     Modality,
@@ -54,8 +56,13 @@ from sglang.srt.managers.schedule_batch import (
 )
 from sglang.srt.models.quicksviewer import QuicksviewerCubing, QuicksviewerForCausalLM
 from sglang.srt.multimodal.processors.base_processor import BaseMultimodalProcessor
+from sglang.srt.multimodal.quicksviewer_resize import (
+    PixelNormalizer,
+    resize_bicubic,
+    resize_image,
+)
+from sglang.srt.multimodal.quicksviewer_video import decode_video
 from sglang.srt.utils import load_image
-from sglang.srt.utils.common import _normalize_video_input, load_video
 
 logger = logging.getLogger(__name__)
 
@@ -64,133 +71,10 @@ VIDEO_PLACEHOLDER = "<video>"
 # Qwen2.5 tokens that stand for visual positions until pad_input_ids fills them.
 IMAGE_PAD_TOKEN = "<|image_pad|>"
 VIDEO_PAD_TOKEN = "<|video_pad|>"
-# Frames are decoded and preprocessed in chunks to bound memory on long,
-# high-resolution videos.
-DECODE_CHUNK = 32
-
-
-def sample_frame_indices(
-    native_fps: float, frame_count: int, fps: float, max_frames: int
-) -> List[int]:
-    """Frame indices of the original ``opencv_extract_frames_fps``.
-
-    One frame at the middle of every 1/fps seconds, then ``max_frames`` by
-    the original's uniform sub-sampling (which keeps all frames when there
-    are fewer). Indices past the last frame are dropped, as the original's
-    sequential reader silently does.
-    """
-    if not (native_fps > 0 and math.isfinite(native_fps)):
-        raise ValueError(f"video reports an invalid frame rate ({native_fps})")
-    fps = min(fps, native_fps)
-    step, per_step = round(native_fps), round(fps)
-    if step < 1 or per_step < 1:
-        raise ValueError(f"video frame rate {native_fps} is below 1 fps")
-    indices = [
-        int(i + j * native_fps / fps + native_fps / fps / 2)
-        for i in range(0, int(frame_count - 1) + 1, step)
-        for j in range(per_step)
-    ]
-    if not indices:
-        return []
-    gap = len(indices) / max_frames
-    picks = sorted({int(i * gap + gap / 2) for i in range(max_frames)})
-    return [indices[p] for p in picks if indices[p] < frame_count]
-
-
-class FrameDecodeError(RuntimeError):
-    """The decoder opened the video but could not return its frames."""
-
-
-class _OpenCVReader:
-    """The original's decoder, for hosts without torchcodec and decord."""
-
-    def __init__(self, source):
-        import cv2
-
-        self._cv2 = cv2
-        self._tmp = None
-        path = _normalize_video_input(source)
-        if isinstance(path, bytes):
-            fd, self._tmp = tempfile.mkstemp(suffix=".mp4")
-            with os.fdopen(fd, "wb") as f:
-                f.write(path)
-            path = self._tmp
-        if not isinstance(path, str):
-            raise ValueError(f"Unsupported video input type: {type(source)}")
-        self._cap = cv2.VideoCapture(path)
-        if not self._cap.isOpened():
-            self.close()
-            raise ValueError("Could not decode video: OpenCV cannot open it")
-        self.avg_fps = self._cap.get(cv2.CAP_PROP_FPS)
-        self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
-
-    def read(self, indices: Sequence[int]):
-        """Yield (index, RGB frame) reading sequentially like the original."""
-        cv2 = self._cv2
-        wanted = set(indices)
-        self._cap.set(cv2.CAP_PROP_POS_FRAMES, float(indices[0]))
-        for index in range(indices[0], indices[-1] + 1):
-            if index in wanted:
-                ok, frame = self._cap.read()
-                if ok:
-                    yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            else:
-                ok = self._cap.grab()
-            if not ok:
-                return
-
-    def close(self):
-        if getattr(self, "_cap", None) is not None:
-            self._cap.release()
-            self._cap = None
-        if self._tmp is not None:
-            os.unlink(self._tmp)
-            self._tmp = None
-
-
-class _SGLangReader:
-    """SGLang's own video loader (torchcodec or decord)."""
-
-    def __init__(self, decoder):
-        self._decoder = decoder
-        self.avg_fps = decoder.avg_fps
-        self.frame_count = len(decoder)
-
-    def read(self, indices: Sequence[int]):
-        for start in range(0, len(indices), DECODE_CHUNK):
-            chunk = list(indices[start : start + DECODE_CHUNK])
-            try:
-                frames = np.asarray(self._decoder.get_frames_at(chunk))
-            except Exception as e:
-                raise FrameDecodeError(f"video decoder failed: {e}") from e
-            if (
-                frames.ndim != 4
-                or frames.shape[0] != len(chunk)
-                or frames.shape[-1] != 3
-            ):
-                raise FrameDecodeError(
-                    f"video decoder returned frames of shape {frames.shape}"
-                )
-            yield from zip(chunk, frames)
-
-    def close(self):
-        close = getattr(self._decoder, "close", None)
-        if close is not None:
-            close()
-
-
-def open_video(source):
-    """A frame reader over ``source`` (path, URL, data URL, base64 or bytes)."""
-    try:
-        return _SGLangReader(load_video(source, use_gpu=False))
-    except ImportError:
-        return _OpenCVReader(source)
-    except binascii.Error as e:
-        # SGLang reads a string that is no file, URL or data URL as base64
-        raise ValueError(
-            f"Video {source[:100]!r} is neither an existing file, a URL nor "
-            f"base64 data ({e})"
-        ) from e
+# SGLANG_QSV_TIMING=1 logs the split of every video request (benchmarks/).
+TIMING = os.environ.get("SGLANG_QSV_TIMING", "0") == "1"
+# where the exact resize runs: auto (the GPU when the server runs on CUDA), cpu, cuda
+RESIZE_DEVICE = os.environ.get("SGLANG_QSV_RESIZE_DEVICE", "auto")
 
 
 def select_best_resolution(
@@ -215,7 +99,8 @@ def anyres_tiles(
     image: Image.Image, pinpoints: Sequence[Sequence[int]], tile: int
 ) -> List[Image.Image]:
     """Base view plus the tiles of the image resized and padded (black) to the
-    best pinpoint, in the original's order and with PIL's default resampling."""
+    best pinpoint, in the original's order and with PIL's default resampling
+    (bicubic, Pillow <= 12 semantics)."""
     target_w, target_h = select_best_resolution(image.size, pinpoints)
     width, height = image.size
     scale_w, scale_h = target_w / width, target_h / height
@@ -225,14 +110,15 @@ def anyres_tiles(
         new_w, new_h = min(math.ceil(width * scale_h), target_w), target_h
     canvas = Image.new("RGB", (target_w, target_h), (0, 0, 0))
     canvas.paste(
-        image.resize((new_w, new_h)), ((target_w - new_w) // 2, (target_h - new_h) // 2)
+        resize_image(image, (new_w, new_h)),
+        ((target_w - new_w) // 2, (target_h - new_h) // 2),
     )
     tiles = [
         canvas.crop((x, y, x + tile, y + tile))
         for y in range(0, target_h, tile)
         for x in range(0, target_w, tile)
     ]
-    return [image.resize((tile, tile))] + tiles
+    return [resize_image(image, (tile, tile))] + tiles
 
 
 class QuicksviewerProcessor(BaseMultimodalProcessor):
@@ -258,7 +144,8 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         self.video_fps = hf_config.video_fps
         self.video_max_frames = hf_config.video_max_frames
         self.frames_per_cube = hf_config.cubing_frames_per_cube
-        self.pixel_processor = self._load_pixel_processor(server_args.model_path)
+        self._load_pixel_config(server_args.model_path)
+        self.resize_device = self._resize_device(server_args)
         self.placeholder_regex = re.compile(
             f"({re.escape(IMAGE_PLACEHOLDER)}|{re.escape(VIDEO_PLACEHOLDER)})"
         )
@@ -269,74 +156,98 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
             raise ValueError(f"the tokenizer has no {token} token")
         return token_id
 
-    def _load_pixel_processor(self, model_path: str) -> SiglipImageProcessorPil:
-        """SigLIP's slow (PIL/NumPy) preprocessing, from the checkpoint's
-        preprocessor_config.json when it has one."""
+    def _load_pixel_config(self, model_path: str) -> None:
+        """SigLIP's preprocessing from the checkpoint's preprocessor_config.json
+        (its defaults otherwise): the resize target and the fp16 pixel table."""
         config = {}
         path = os.path.join(model_path, "preprocessor_config.json")
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as f:
                 config = json.load(f)
+        if config.get("resample", 3) != 3:
+            raise ValueError(
+                f"preprocessor_config.json resample={config['resample']}: only "
+                "3 (bicubic, SigLIP's) is implemented"
+            )
         size = config.get("size") or {}
-        return SiglipImageProcessorPil(
-            size={
-                "height": size.get("height", self.tile_size),
-                "width": size.get("width", self.tile_size),
-            },
-            resample=config.get("resample", 3),
-            rescale_factor=config.get("rescale_factor", 1 / 255),
-            image_mean=config.get("image_mean", [0.5, 0.5, 0.5]),
-            image_std=config.get("image_std", [0.5, 0.5, 0.5]),
+        self.pixel_size = (
+            size.get("height", self.tile_size),
+            size.get("width", self.tile_size),
         )
+        self.normalizer = PixelNormalizer(
+            config.get("rescale_factor", 1 / 255),
+            config.get("image_mean", [0.5, 0.5, 0.5]),
+            config.get("image_std", [0.5, 0.5, 0.5]),
+        )
+        self.pixel_table = self.normalizer.table.cpu()
 
-    def _pixels(self, images) -> torch.Tensor:
-        """(N, 3, H, W) fp16, the original's rounding before the tower."""
-        out = self.pixel_processor(images=list(images), return_tensors="pt")
-        return out["pixel_values"].to(torch.float16)
+    def _resize_device(self, server_args) -> torch.device:
+        if RESIZE_DEVICE == "cpu" or (
+            RESIZE_DEVICE == "auto"
+            and not (server_args.device == "cuda" and torch.cuda.is_available())
+        ):
+            return torch.device("cpu")
+        return torch.device("cuda", server_args.base_gpu_id)
 
     # ------------------------------------------------------------------ media
-    def _process_video(self, source) -> Tuple[torch.Tensor, List[str]]:
-        source = getattr(source, "url", source)
-        reader = open_video(source)
-        try:
-            pixels, timestamps = self._read_frames(reader)
-        except FrameDecodeError as e:
-            # decord fails on some valid streams (e.g. odd frame sizes); the
-            # original decodes with OpenCV, so that is the faithful fallback
-            logger.warning("%s; decoding the video with OpenCV instead", e)
-            reader.close()
-            reader = _OpenCVReader(source)
-            pixels, timestamps = self._read_frames(reader)
-        finally:
-            reader.close()
-        if len(timestamps) < 2:
+    def _resize_chunk(self, frames: np.ndarray, indices: List[int]):
+        """Runs in a decoding worker: hash the decoded frames, resize them."""
+        digest = hashlib.sha256(np.ascontiguousarray(frames)).digest()
+        tensor = torch.from_numpy(frames)
+        if self.resize_device.type == "cuda":
+            tensor = tensor.to(self.resize_device, non_blocking=True)
+        return digest, resize_bicubic(tensor, self.pixel_size)
+
+    def _process_video(self, source) -> Tuple[torch.Tensor, List[str], int]:
+        """(N, H, W, 3) uint8 frames at the pixel size, their timestamps and the
+        item hash (decoded frames, timestamps and preprocessing)."""
+        start = time.perf_counter()
+        decoded = decode_video(
+            getattr(source, "url", source),
+            fps=self.video_fps,
+            max_frames=self.video_max_frames,
+            transform=self._resize_chunk,
+        )
+        if len(decoded.timestamps) < 2:
             raise ValueError(
                 f"Quicksviewer needs a video of at least 2 frames at {self.video_fps} "
-                f"fps (about 1.5 s or longer); this one gives {len(timestamps)}"
+                f"fps (about 1.5 s or longer); this one gives {len(decoded.timestamps)}"
             )
-        return pixels, timestamps
-
-    def _read_frames(self, reader) -> Tuple[Optional[torch.Tensor], List[str]]:
-        indices = sample_frame_indices(
-            reader.avg_fps, reader.frame_count, self.video_fps, self.video_max_frames
-        )
-        if not indices:
-            raise ValueError("Could not decode video: it reports no frames")
-        chunks, timestamps, frames = [], [], []
-        for index, frame in reader.read(indices):
-            frames.append(frame)
-            timestamps.append(str(round(index / reader.avg_fps, 1)))
-            if len(frames) == DECODE_CHUNK:
-                chunks.append(self._pixels(frames))
-                frames = []
-        if frames:
-            chunks.append(self._pixels(frames))
-        return (torch.cat(chunks) if chunks else None), timestamps
+        frames = torch.cat([resized for _, resized in decoded.results])
+        digest = hashlib.sha256(b"quicksviewer-video-v1")
+        for chunk_digest, _ in decoded.results:
+            digest.update(chunk_digest)
+        digest.update(json.dumps([decoded.timestamps, self.pixel_size]).encode())
+        digest.update(self.pixel_table.numpy().tobytes())
+        if frames.is_cuda:
+            torch.cuda.current_stream(frames.device).synchronize()
+        if TIMING:
+            logger.warning(
+                "qsv-timing %s",
+                json.dumps(
+                    {
+                        "stage": "processor",
+                        "frames": len(decoded.timestamps),
+                        "seconds": round(time.perf_counter() - start, 4),
+                        "t_end": time.time(),
+                    }
+                ),
+            )
+        item_hash = int.from_bytes(digest.digest()[:8], "big")
+        return frames, decoded.timestamps, item_hash
 
     def _process_image(self, data) -> torch.Tensor:
         image, _ = load_image(data, gpu_image_decode=False)
         image = image.convert("RGB")
-        return self._pixels(anyres_tiles(image, self.pinpoints, self.tile_size))
+        tiles = anyres_tiles(image, self.pinpoints, self.tile_size)
+        frames = torch.from_numpy(np.stack([np.asarray(t) for t in tiles]))
+        return resize_bicubic(frames, self.pixel_size)
+
+    def _transport(self, frames: torch.Tensor):
+        """Hand a video's frames to the scheduler: CUDA IPC pool or CPU."""
+        if frames.is_cuda and self.use_cuda_ipc:
+            return self._wrap_tensor_for_cuda_ipc(frames)
+        return frames.cpu()
 
     # ----------------------------------------------------------------- prompt
     def _encode(self, text: str) -> List[int]:
@@ -416,19 +327,28 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         items: List[MultimodalDataItem] = []
         for part in parts:
             if part == VIDEO_PLACEHOLDER:
-                pixels, timestamps = next(videos)
-                ids, pad_id = self._video_ids(pixels.shape[0]), self.video_pad_id
+                frames, timestamps, item_hash = next(videos)
+                ids, pad_id = self._video_ids(frames.shape[0]), self.video_pad_id
+                data = {
+                    "timestamp_token_ids": [self._encode(t) for t in timestamps],
+                    "pixel_table": self.pixel_table,
+                }
+                if TIMING:
+                    data["qsv_t_media_done"] = time.time()
                 item = MultimodalDataItem(
                     modality=Modality.VIDEO,
-                    feature=pixels,
-                    model_specific_data={
-                        "timestamp_token_ids": [self._encode(t) for t in timestamps]
-                    },
+                    feature=self._transport(frames),
+                    model_specific_data=data,
                 )
+                item.hash = item_hash
             elif part == IMAGE_PLACEHOLDER:
-                pixels = next(images)
-                ids, pad_id = self._image_ids(pixels.shape[0]), self.image_pad_id
-                item = MultimodalDataItem(modality=Modality.IMAGE, feature=pixels)
+                frames = next(images)
+                ids, pad_id = self._image_ids(frames.shape[0]), self.image_pad_id
+                item = MultimodalDataItem(
+                    modality=Modality.IMAGE,
+                    feature=frames,
+                    model_specific_data={"pixel_table": self.pixel_table},
+                )
             else:
                 input_ids += self._encode(part)
                 continue

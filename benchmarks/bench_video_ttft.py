@@ -1,0 +1,260 @@
+"""Time to first token for video requests, end to end through the HTTP server.
+
+    python benchmarks/bench_video_ttft.py --model CONVERTED \
+        --video 60f=clip60.mp4 --video 420f=clip420.mp4 [--repeat 2] [--out ttft.json]
+    python benchmarks/bench_video_ttft.py --url http://127.0.0.1:30000 --video ...
+
+Each request is an OpenAI ``/v1/chat/completions`` call with a local ``video_url``
+part, streamed; its time to first token is the time from sending the request to the
+first streamed content chunk, as a user sees it. For every video the benchmark sends
+
+* ``first``: the video once (a new video: decoding, preprocessing, encoder, prefill);
+* ``again``: the same request again (``--repeat`` times);
+* ``follow-up``: a second turn about the same video (the first answer plus a new
+  question), the chat use of the model.
+
+The server is started here with the README's GPU flags plus ``--enable-cache-report``
+(``--server-arg`` adds more), unless ``--url`` names a running one. With the server
+started here, ``SGLANG_QSV_TIMING=1`` makes the processor and the model log the split
+of every video request (decoding + preprocessing, hand-off to the scheduler, visual
+encoder + cubing), which is joined with the client's times: the rest of the time to
+first token is the LLM prefill, scheduling and streaming.
+
+The original implementation's figures on the same card (one H200,
+../shared/reference/visual-path-facts.md section 1) are printed beside ours; they
+are the original's own ``cli.py`` path, one request at a time, re-encoding every turn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+QUESTION = "What is happening in the video?"
+FOLLOW_UP = "What happens at the end?"
+# The original (transformers 4.44, its own cli.py path) on one H200: time to first
+# token with frame extraction, median ranges of 2-3 runs (visual-path-facts.md 1).
+ORIGINAL_H200_TTFT_S = {
+    "60 frames": (1.22, 1.29),
+    "420 frames, 640x360": (6.65, 7.50),
+    "420 frames, 1280x720": (11.5, 13.1),
+}
+TIMING = re.compile(r"qsv-timing (\{.*\})")
+
+
+def launch(args) -> tuple[subprocess.Popen, str, Path]:
+    log_path = Path(args.log or "bench_video_ttft.server.log")
+    cmd = [
+        sys.executable,
+        "-m",
+        "sglang.launch_server",
+        "--model-path",
+        args.model,
+        "--port",
+        str(args.port),
+        "--enable-cache-report",
+        *args.server_arg,
+    ]
+    env = dict(os.environ, SGLANG_QSV_TIMING="1")
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{args.port}"
+    deadline = time.monotonic() + args.start_timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited ({proc.returncode}); see {log_path}")
+        try:
+            if requests.get(f"{url}/health", timeout=2).ok:
+                return proc, url, log_path
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    stop(proc)
+    raise RuntimeError(f"server not ready after {args.start_timeout} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def chat_stream(url: str, messages: list, max_tokens: int) -> dict:
+    """Stream one chat completion; times are wall-clock (time.time())."""
+    body = {
+        "model": "quicksviewer",
+        "messages": messages,
+        "temperature": 0,
+        "repetition_penalty": 1.0,
+        "max_tokens": max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    sent = time.time()
+    first, text, usage = None, [], {}
+    with requests.post(
+        f"{url}/v1/chat/completions", json=body, stream=True, timeout=900
+    ) as r:
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}: {r.text[:300]}")
+        for line in r.iter_lines():
+            if not line.startswith(b"data: ") or line == b"data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            for choice in chunk.get("choices", []):
+                piece = choice.get("delta", {}).get("content")
+                if piece:
+                    if first is None:
+                        first = time.time()
+                    text.append(piece)
+            usage = chunk.get("usage") or usage
+    return {
+        "sent": sent,
+        "ttft_s": round((first or time.time()) - sent, 4),
+        "total_s": round(time.time() - sent, 4),
+        "text": "".join(text),
+        "prompt_tokens": usage.get("prompt_tokens"),
+        "cached_tokens": (usage.get("prompt_tokens_details") or {}).get(
+            "cached_tokens"
+        ),
+    }
+
+
+def user_turn(video: str, question: str) -> dict:
+    return {
+        "role": "user",
+        "content": [
+            {"type": "video_url", "video_url": {"url": video}},
+            {"type": "text", "text": question},
+        ],
+    }
+
+
+def timings(log_path: Path | None) -> list[dict]:
+    if log_path is None or not log_path.exists():
+        return []
+    return [json.loads(m.group(1)) for m in TIMING.finditer(log_path.read_text())]
+
+
+def attach_split(run: dict, records: list[dict]) -> None:
+    """Join the server's timing records that fall inside this request."""
+    start, end = run["sent"], run["sent"] + run["total_s"]
+    mine = [r for r in records if start <= r.get("t_end", 0) <= end]
+    processor = [r for r in mine if r.get("stage") == "processor"]
+    encoder = [r for r in mine if r.get("stage") == "encoder"]
+    if processor:
+        run["decode_preprocess_s"] = round(sum(r["seconds"] for r in processor), 4)
+        run["frames"] = sum(r.get("frames", 0) for r in processor)
+    if encoder:
+        run["handoff_s"] = round(
+            sum(r["t_start"] - r["t_media_done"] for r in encoder), 4
+        )
+        run["encoder_cubing_s"] = round(sum(r["seconds"] for r in encoder), 4)
+        run["prefill_and_rest_s"] = round(
+            run["sent"] + run["ttft_s"] - max(r["t_end"] for r in encoder), 4
+        )
+
+
+def bench(args, url: str, log_path: Path | None) -> dict:
+    results = {}
+    warm = args.videos[0][1]
+    chat_stream(url, [user_turn(warm, QUESTION)], 1)  # warm-up (kernels, graphs)
+    for name, path in args.videos:
+        runs = {"first": chat_stream(url, [user_turn(path, QUESTION)], args.tokens)}
+        for i in range(args.repeat):
+            runs[f"again_{i + 1}"] = chat_stream(
+                url, [user_turn(path, QUESTION)], args.tokens
+            )
+        history = [
+            user_turn(path, QUESTION),
+            {"role": "assistant", "content": runs["first"]["text"]},
+            {"role": "user", "content": FOLLOW_UP},
+        ]
+        runs["follow_up"] = chat_stream(url, history, args.tokens)
+        results[name] = runs
+    time.sleep(0.5)  # let the server flush its log
+    records = timings(log_path)
+    for runs in results.values():
+        for run in runs.values():
+            attach_split(run, records)
+    return results
+
+
+def table(results: dict) -> str:
+    cols = [
+        "ttft_s",
+        "decode_preprocess_s",
+        "handoff_s",
+        "encoder_cubing_s",
+        "prefill_and_rest_s",
+        "prompt_tokens",
+        "cached_tokens",
+    ]
+    lines = [
+        "| video | request | " + " | ".join(cols) + " |",
+        "|---" * (len(cols) + 2) + "|",
+    ]
+    for name, runs in results.items():
+        for kind, run in runs.items():
+            cells = [str(run.get(c, "-")) for c in cols]
+            lines.append(f"| {name} | {kind} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("The original on one H200 (visual-path-facts.md 1), TTFT in s:")
+    for name, (lo, hi) in ORIGINAL_H200_TTFT_S.items():
+        lines.append(f"- {name}: {lo}-{hi} (every turn)")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", help="converted checkpoint (starts a server)")
+    parser.add_argument("--url", help="a running server instead of --model")
+    parser.add_argument(
+        "--video", action="append", required=True, help="NAME=PATH (repeatable)"
+    )
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--port", type=int, default=30777)
+    parser.add_argument("--start-timeout", type=int, default=900)
+    parser.add_argument("--log", help="server log path (with --model)")
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        help="extra launch_server argument (repeatable, e.g. --server-arg=--dtype=bfloat16)",
+    )
+    parser.add_argument("--out", help="write the results as JSON")
+    args = parser.parse_args()
+    args.videos = [tuple(v.split("=", 1)) for v in args.video]
+    if bool(args.model) == bool(args.url):
+        parser.error("give exactly one of --model and --url")
+    proc, log_path = None, None
+    if args.model:
+        proc, url, log_path = launch(args)
+    else:
+        url = args.url
+    try:
+        results = bench(args, url, log_path)
+    finally:
+        if proc is not None:
+            stop(proc)
+    print(table(results))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
