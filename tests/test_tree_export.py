@@ -93,3 +93,23 @@ def test_export_refuses_uncommitted_work(workspace):
     proc = workspace.tools("export", check=2)
     assert MODEL_CONFIG in proc.stderr and "commit it first" in proc.stderr
     assert_inputs_unchanged(workspace)
+
+
+def test_export_refuses_to_overwrite_overlay_edits_not_in_the_tree(workspace):
+    """An overlay/ file edited (or added) after make apply is never overwritten."""
+    (workspace.overlay / PROBE).parent.mkdir(parents=True)
+    (workspace.overlay / PROBE).write_text("X = 1\n")
+    workspace.commit_inputs("probe")
+    workspace.tools("apply", check=True)
+    (workspace.overlay / PROBE).write_text("X = 2  # edited in overlay/\n")
+    added = workspace.overlay / "python/sglang/srt/models/qsv_new.py"
+    added.write_text("Y = 1\n")
+    proc = workspace.tools("export", check=2)
+    assert "not in the tree" in proc.stderr
+    assert f"overlay/{PROBE}" in proc.stderr and "qsv_new.py" in proc.stderr
+    assert (workspace.overlay / PROBE).read_text() == "X = 2  # edited in overlay/\n"
+    assert added.read_text() == "Y = 1\n"
+    # once applied, the same edits export cleanly
+    workspace.tools("apply", check=True)
+    workspace.tools("export", check=True)
+    assert (workspace.overlay / PROBE).read_text() == "X = 2  # edited in overlay/\n"

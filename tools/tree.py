@@ -900,6 +900,7 @@ def export(paths: Paths, to_cpu: bool = False) -> Dict[str, List[str]]:
         )
         for path in changed.splitlines():
             overlay[path] = _blob(repo, upstream, path)
+        _refuse_unapplied_overlay_edits(repo, overlay_commits[0], paths.overlay)
 
     index = Path(tempfile.mkstemp(prefix="qsv-export-index-")[1])
     try:
@@ -940,6 +941,41 @@ def export(paths: Paths, to_cpu: bool = False) -> Dict[str, List[str]]:
         + (f"; {len(user)} commit(s) of yours included" if user else "")
     )
     return {"series": names, "cpu": cpu_names, "overlay": sorted(overlay)}
+
+
+def _refuse_unapplied_overlay_edits(
+    repo: git.Repo, overlay_commit: str, overlay_dir: Path
+) -> None:
+    """Export rewrites overlay/ from the tree: refuse when overlay/ holds edits that
+    `make apply` never put into the tree, so they are not overwritten."""
+    applied = {}
+    for path in git_out(
+        repo, "ls-tree", "-r", "--name-only", overlay_commit
+    ).splitlines():
+        applied[path] = None
+    changed = git_out(
+        repo,
+        "diff-tree",
+        "-r",
+        "--no-commit-id",
+        "--name-only",
+        "--no-renames",
+        overlay_commit,
+    ).splitlines()
+    on_disk = {rel.as_posix() for rel in overlay_files(overlay_dir)}
+    edited = sorted(
+        rel
+        for rel in on_disk | set(changed)
+        if rel not in changed
+        or rel not in on_disk
+        or (overlay_dir / rel).read_bytes() != _blob(repo, overlay_commit, rel)[0]
+    )
+    if edited:
+        raise ToolError(
+            "overlay/ has changes that are not in the tree (run `make apply` to put "
+            "them in first; export would overwrite them):\n"
+            + "\n".join(f"  overlay/{rel}" for rel in edited)
+        )
 
 
 def _replay(
