@@ -31,7 +31,9 @@ fixed layout and take the usual ``get_image_feature`` path.
 
 import json
 import logging
+import os
 import time
+from collections import OrderedDict
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -272,6 +274,66 @@ class QuicksviewerCubing(nn.Module):
         return out
 
 
+def _nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+class QuicksviewerVisualCache:
+    """Cube starts and visual embeddings of videos already seen, by content.
+
+    The key is the processor's SHA-256 of the decoded frames, their timestamps
+    and the preprocessing, so two videos that differ in one pixel of one sampled
+    frame, or in the sampling, never share an entry. Bounded in bytes (least
+    recently used out first); ``SGLANG_QSV_VISUAL_CACHE_MB`` sets the bound
+    (0 disables it). Every TP rank sees the same requests in the same order, so
+    every rank makes the same hit or miss decision.
+    """
+
+    def __init__(self, capacity_bytes: int):
+        self.capacity = capacity_bytes
+        self.used = 0
+        self.hits = self.misses = 0
+        self._entries: "OrderedDict[str, Tuple[object, int]]" = OrderedDict()
+
+    @classmethod
+    def from_env(cls) -> "QuicksviewerVisualCache":
+        return cls(
+            int(float(os.environ.get("SGLANG_QSV_VISUAL_CACHE_MB", "2048")) * 2**20)
+        )
+
+    def get(self, key: Optional[str]):
+        if key is None or key not in self._entries:
+            if key is not None:
+                self.misses += 1
+                self._log()
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        self._log()
+        return self._entries[key][0]
+
+    def put(self, key: Optional[str], value, nbytes: int) -> None:
+        if key is None or nbytes > self.capacity or key in self._entries:
+            return
+        while self.used + nbytes > self.capacity:
+            _, (_, size) = self._entries.popitem(last=False)
+            self.used -= size
+        self._entries[key] = (value, nbytes)
+        self.used += nbytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _log(self) -> None:
+        logger.info(
+            "Quicksviewer visual cache: %d hits, %d misses, %d entries, %.1f MiB",
+            self.hits,
+            self.misses,
+            len(self._entries),
+            self.used / 2**20,
+        )
+
+
 class QuicksviewerForCausalLM(nn.Module):
     hf_to_sglang_mapper = WeightsMapper(
         orig_to_new_substr={
@@ -322,6 +384,7 @@ class QuicksviewerForCausalLM(nn.Module):
             prefix=add_prefix("language_model", prefix),
         )
         self.feature_size = config.vision_feature_size
+        self.visual_cache = QuicksviewerVisualCache.from_env()
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.language_model.get_input_embeddings()
@@ -427,11 +490,17 @@ class QuicksviewerForCausalLM(nn.Module):
         self, item: MultimodalDataItem, input_ids: Sequence[int], out: List[int]
     ) -> List[Tuple[int, int]]:
         (thumb_start, thumb_end), (cubes_start, _) = item.offsets
-        t_start, start = time.time(), time.perf_counter()
+        t_start, t0 = time.time(), time.perf_counter()
         num_frames = item.feature.shape[0]
-        embeddings, starts = self.encode_video(
-            item.feature, item.model_specific_data["pixel_table"]
-        )
+        key = item.model_specific_data.get("content_digest")
+        cached = self.visual_cache.get(key)
+        if cached is None:
+            embeddings, starts = self.encode_video(
+                item.feature, item.model_specific_data["pixel_table"]
+            )
+            self.visual_cache.put(key, (embeddings, starts), _nbytes(embeddings))
+        else:
+            embeddings, starts = cached
         num_queries = embeddings.shape[1]
         timestamps = item.model_specific_data["timestamp_token_ids"]
         offsets = [(len(out), len(out) + num_queries - 1)]
@@ -452,7 +521,8 @@ class QuicksviewerForCausalLM(nn.Module):
                 "frames": num_frames,
                 "t_media_done": item.model_specific_data["qsv_t_media_done"],
                 "t_start": t_start,
-                "seconds": round(time.perf_counter() - start, 4),
+                "seconds": round(time.perf_counter() - t0, 4),
+                "cache_hit": cached is not None,
                 "t_end": time.time(),
             }
             logger.warning("qsv-timing %s", json.dumps(record))

@@ -198,9 +198,10 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
             tensor = tensor.to(self.resize_device, non_blocking=True)
         return digest, resize_bicubic(tensor, self.pixel_size)
 
-    def _process_video(self, source) -> Tuple[torch.Tensor, List[str], int]:
+    def _process_video(self, source) -> Tuple[torch.Tensor, List[str], str]:
         """(N, H, W, 3) uint8 frames at the pixel size, their timestamps and the
-        item hash (decoded frames, timestamps and preprocessing)."""
+        SHA-256 of what the model sees (decoded frames, timestamps, preprocessing),
+        the key of the radix cache and of the model's visual cache."""
         start = time.perf_counter()
         decoded = decode_video(
             getattr(source, "url", source),
@@ -233,8 +234,7 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
                     }
                 ),
             )
-        item_hash = int.from_bytes(digest.digest()[:8], "big")
-        return frames, decoded.timestamps, item_hash
+        return frames, decoded.timestamps, digest.hexdigest()
 
     def _process_image(self, data) -> torch.Tensor:
         image, _ = load_image(data, gpu_image_decode=False)
@@ -327,11 +327,12 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         items: List[MultimodalDataItem] = []
         for part in parts:
             if part == VIDEO_PLACEHOLDER:
-                frames, timestamps, item_hash = next(videos)
+                frames, timestamps, digest = next(videos)
                 ids, pad_id = self._video_ids(frames.shape[0]), self.video_pad_id
                 data = {
                     "timestamp_token_ids": [self._encode(t) for t in timestamps],
                     "pixel_table": self.pixel_table,
+                    "content_digest": digest,
                 }
                 if TIMING:
                     data["qsv_t_media_done"] = time.time()
@@ -340,7 +341,7 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
                     feature=self._transport(frames),
                     model_specific_data=data,
                 )
-                item.hash = item_hash
+                item.hash = int(digest[:16], 16)
             elif part == IMAGE_PLACEHOLDER:
                 frames = next(images)
                 ids, pad_id = self._image_ids(frames.shape[0]), self.image_pad_id
