@@ -353,7 +353,9 @@ def table(results: dict) -> str:
         for key in ("decode_preprocess_s", "encoder_cubing_s", "llm_prefill_s"):
             add(f"{tag} {key}", v[key], r.get(key), False)
         gpu_side = v["encoder_cubing_s"] + v["llm_prefill_s"]
-        ref_gpu = r["encoder_cubing_s"] + r["llm_prefill_s"] if "llm_prefill_s" in r else None
+        ref_gpu = (
+            r["encoder_cubing_s"] + r["llm_prefill_s"] if "llm_prefill_s" in r else None
+        )
         add(f"{tag} GPU-side TTFT s", gpu_side, ref_gpu, False)
         add(f"{tag} end-to-end TTFT s", v["end_to_end_ttft_s"], None, False)
     for batch in (1, BATCH):

@@ -31,6 +31,7 @@ import pytest
 import torch
 
 from tests.quicksviewer_fixtures import PROJECT_ROOT
+from tests.helpers.pixels import processor_pixels
 from tests.videos import STANDARD_VIDEOS
 
 VIDEOS = sorted(STANDARD_VIDEOS)
@@ -146,7 +147,7 @@ INDEX_CASES = {
 
 @pytest.mark.parametrize("case", sorted(INDEX_CASES))
 def test_sample_frame_indices_follow_the_original_formula(case):
-    from sglang.srt.multimodal.processors.quicksviewer import sample_frame_indices
+    from sglang.srt.multimodal.quicksviewer_video import sample_frame_indices
 
     source_fps, frame_count = INDEX_CASES[case]
     expected = original_frame_indices(source_fps, frame_count)
@@ -173,7 +174,7 @@ def test_index_formula_facts():
 
 def test_sample_frame_indices_rejects_a_sub_1fps_stream():
     """The original's range(..., round(0.4)) raises; the processor says why."""
-    from sglang.srt.multimodal.processors.quicksviewer import sample_frame_indices
+    from sglang.srt.multimodal.quicksviewer_video import sample_frame_indices
 
     with pytest.raises(ValueError, match="below 1 fps"):
         sample_frame_indices(0.4, 100, 1.0, 420)
@@ -200,7 +201,7 @@ def assert_same_frames(name, got, expected):
 @pytest.mark.parametrize("video", VIDEOS)
 def test_decoders_give_identical_frames(video, videos, reference_frames):
     import decord
-    from sglang.srt.multimodal.processors.quicksviewer import (
+    from sglang.srt.multimodal.quicksviewer_video import (
         FrameDecodeError,
         _OpenCVReader,
         _SGLangReader,
@@ -250,7 +251,7 @@ def test_processor_frames_and_timestamps(
 ):
     """The processor's whole video path (decord, or the OpenCV fallback for the
     75 s video): original timestamps and the original's pixels of its frames."""
-    from sglang.srt.multimodal.processors.quicksviewer import open_video
+    from sglang.srt.multimodal.quicksviewer_video import open_video
 
     path = str(videos[video])
     source_fps, frame_count = opencv_properties(path)
@@ -259,7 +260,7 @@ def test_processor_frames_and_timestamps(
     assert type(reader).__name__ == "_SGLangReader"  # decord is installed here
     reader.close()
 
-    pixels, timestamps = processor._process_video(path)
+    pixels, timestamps = processor_pixels(processor, path)
     assert timestamps == original_timestamps(expected_indices, source_fps)
     if video == "12s_30fps":
         assert timestamps == [f"{s}.5" for s in range(12)]
@@ -288,7 +289,8 @@ def test_opencv_fallback_without_decord(videos, checkpoints, processor, tmp_path
             else:
                 raise SystemExit("decord is still importable")
             import torch
-            from sglang.srt.multimodal.processors.quicksviewer import open_video
+            from sglang.srt.multimodal.quicksviewer_video import open_video
+            from tests.helpers.pixels import processor_pixels
             """
         )
         + processor_script(checkpoints.converted("fp32"))
@@ -298,7 +300,7 @@ def test_opencv_fallback_without_decord(videos, checkpoints, processor, tmp_path
             kind = type(reader).__name__
             pairs = list(reader.read({indices!r}))
             reader.close()
-            pixels, timestamps = processor._process_video({path!r})
+            pixels, timestamps = processor_pixels(processor, {path!r})
             torch.save(
                 dict(kind=kind, indices=[i for i, _ in pairs],
                      frames=[torch.from_numpy(f.copy()) for _, f in pairs],
@@ -327,7 +329,7 @@ def test_opencv_fallback_without_decord(videos, checkpoints, processor, tmp_path
         "OpenCV without decord", [f.numpy() for f in result["frames"]], reference.frames
     )
     # the same as the processor with decord, in this process
-    pixels, timestamps = processor._process_video(path)
+    pixels, timestamps = processor_pixels(processor, path)
     assert (
         result["timestamps"] == timestamps == original_timestamps(indices, source_fps)
     )
@@ -347,10 +349,8 @@ def test_decord_failure_falls_back_to_opencv(
     with pytest.raises(decord.DECORDError):
         decord.VideoReader(path).get_batch(indices[:2])
 
-    with caplog.at_level(
-        "WARNING", logger="sglang.srt.multimodal.processors.quicksviewer"
-    ):
-        pixels, timestamps = processor._process_video(path)
+    with caplog.at_level("WARNING", logger="sglang.srt.multimodal.quicksviewer_video"):
+        pixels, timestamps = processor_pixels(processor, path)
     assert any("OpenCV instead" in r.getMessage() for r in caplog.records)
     assert len(timestamps) == len(indices) == 75
     assert timestamps == original_timestamps(indices, source_fps)

@@ -25,7 +25,12 @@ QUESTION = "What is happening in the video?"
 PROMPT = f"<|im_start|>user\n<video>\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n"
 
 # name -> (seconds, fps, width, height): 60 and 420 frames at 1 fps
-VIDEOS = {"60s": (60, 30.0, 640, 360), "420s": (430, 10.0, 640, 360)}
+# (the clips of ../shared/reference/visual-path-facts.md)
+VIDEOS = {
+    "60s": (60, 30.0, 640, 360),
+    "420s": (430, 10.0, 640, 360),
+    "420s_720p": (430, 5.0, 1280, 720),
+}
 
 ENGINE_ARGS = dict(
     dtype="bfloat16",

@@ -39,7 +39,10 @@ of the same decoder returns:
   the stream must be the last one with frames. Any disagreement (a seek that
   landed elsewhere: variable frame rate, edit lists, broken timestamps) makes the
   video decode again with one sequential reader, so the result never differs from
-  it.
+  it. (Damaged streams are the exception: there FFmpeg's error concealment depends
+  on the decoder's thread count, and with frame threads even on timing, so one
+  sequential reader is not reproducible either; each parallel reader runs fewer
+  threads.)
 * torchcodec is decoded with one reader (not verified on these hosts).
 """
 
@@ -192,15 +195,20 @@ class _SGLangReader:
 
     @property
     def backend(self) -> str:
-        inner = getattr(self._decoder, "_decoder", None)
-        module = type(inner).__module__ or ""
-        return "decord" if module.startswith("decord") else "torchcodec"
+        """ "decord" or "torchcodec": the backend of SGLang's loader."""
+        from sglang.srt.utils import video_decoder
+
+        return video_decoder._BACKEND
 
     def key_indices(self) -> Optional[List[int]]:
-        """decord's keyframe table (what its seeks use); None for torchcodec."""
+        """decord's keyframe table (what its seeks use); None where unknown."""
         if self.backend != "decord":
             return None
-        return [int(k) for k in self._decoder._decoder.get_key_indices()]
+        try:
+            keys = self._decoder._decoder.get_key_indices()
+        except AttributeError:  # not the VideoDecoderWrapper this was written for
+            return None
+        return [int(k) for k in keys]
 
     def read_batch(self, indices: Sequence[int]) -> np.ndarray:
         """The frames at ``indices`` as one (N, H, W, 3) uint8 RGB array."""
@@ -226,6 +234,14 @@ class _SGLangReader:
             close()
 
 
+def _not_a_video_source(source: str, error: Exception) -> ValueError:
+    # SGLang reads a string that is no file, URL or data URL as base64
+    return ValueError(
+        f"Video {source[:100]!r} is neither an existing file, a URL nor "
+        f"base64 data ({error})"
+    )
+
+
 def open_video(source):
     """A frame reader over ``source`` (path, URL, data URL, base64 or bytes)."""
     try:
@@ -233,11 +249,7 @@ def open_video(source):
     except ImportError:
         return _OpenCVReader(source)
     except binascii.Error as e:
-        # SGLang reads a string that is no file, URL or data URL as base64
-        raise ValueError(
-            f"Video {source[:100]!r} is neither an existing file, a URL nor "
-            f"base64 data ({e})"
-        ) from e
+        raise _not_a_video_source(source, e) from e
 
 
 # --------------------------------------------------------------- parallel decode
@@ -283,19 +295,22 @@ def default_workers() -> int:
 
 
 _POOL: Optional[concurrent.futures.ThreadPoolExecutor] = None
+_POOL_PID: Optional[int] = None
 _POOL_LOCK = threading.Lock()
 _THREAD = threading.local()
 
 
 def _pool() -> concurrent.futures.ThreadPoolExecutor:
     """The process-wide decoding pool, sized by ``default_workers()`` when first used;
-    every request's readers share it."""
-    global _POOL
+    every request's readers share it. A forked child (whose copy has no threads)
+    makes its own."""
+    global _POOL, _POOL_PID
     with _POOL_LOCK:
-        if _POOL is None:
+        if _POOL is None or _POOL_PID != os.getpid():
             _POOL = concurrent.futures.ThreadPoolExecutor(
                 max_workers=default_workers(), thread_name_prefix="qsv-video"
             )
+            _POOL_PID = os.getpid()
         return _POOL
 
 
@@ -327,7 +342,6 @@ class _Stop:
 class _Range:
     """A contiguous run of the sampled frames, decoded by one reader."""
 
-    position: int
     wanted: List[int]
     # OpenCV: seek to ``first``, step to ``last``; hash the frames in ``overlap``
     first: int = 0
@@ -416,9 +430,7 @@ def _split(
 
 def _ranges(indices: Sequence[int], starts: List[int]) -> List[_Range]:
     bounds = starts + [len(indices)]
-    return [
-        _Range(c, list(indices[bounds[c] : bounds[c + 1]])) for c in range(len(starts))
-    ]
+    return [_Range(list(indices[a:b])) for a, b in zip(bounds, bounds[1:])]
 
 
 @contextlib.contextmanager
@@ -429,11 +441,7 @@ def _local_file(source):
     try:
         resolved = _normalize_video_input(source)
     except binascii.Error as e:
-        # SGLang reads a string that is no file, URL or data URL as base64
-        raise ValueError(
-            f"Video {source[:100]!r} is neither an existing file, a URL nor "
-            f"base64 data ({e})"
-        ) from e
+        raise _not_a_video_source(source, e) from e
     if isinstance(resolved, str):
         yield resolved, source
         return
@@ -659,6 +667,12 @@ def _opencv_ranges(indices, table: _PacketTable, n_ranges: int) -> List[_Range]:
     return ranges
 
 
+def _reader_threads(n_ranges: int) -> int:
+    """FFmpeg threads of each of ``n_ranges`` parallel OpenCV readers: the cores
+    shared out (one sequential reader takes one per core)."""
+    return max(1, (os.cpu_count() or 1) // n_ranges)
+
+
 class _Batcher:
     """Collects RGB frames into batches and runs the transform on each."""
 
@@ -748,7 +762,7 @@ def _decode_opencv(path, fps, max_frames, workers, transform):
         ranges = _opencv_ranges(indices, table, n_ranges)
         if len(ranges) > 1:
             reader.close()
-            threads = max(1, (os.cpu_count() or 1) // len(ranges))
+            threads = _reader_threads(len(ranges))
             tasks = [_opencv_task(path, r, table, threads, transform) for r in ranges]
             try:
                 outs = _run_ranges(tasks)

@@ -48,7 +48,6 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import torch
 from PIL import Image
-
 from sglang.srt.managers.schedule_batch import (
     Modality,
     MultimodalDataItem,
@@ -191,12 +190,15 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
 
     # ------------------------------------------------------------------ media
     def _resize_chunk(self, frames: np.ndarray, indices: List[int]):
-        """Runs in a decoding worker: hash the decoded frames, resize them."""
-        digest = hashlib.sha256(np.ascontiguousarray(frames)).digest()
+        """Runs in a decoding worker: hash every decoded frame, resize them.
+
+        Per-frame digests, so the video's digest does not depend on how the
+        frames were split into batches (worker count, host, fallbacks)."""
+        digests = [hashlib.sha256(np.ascontiguousarray(f)).digest() for f in frames]
         tensor = torch.from_numpy(frames)
         if self.resize_device.type == "cuda":
             tensor = tensor.to(self.resize_device, non_blocking=True)
-        return digest, resize_bicubic(tensor, self.pixel_size)
+        return digests, resize_bicubic(tensor, self.pixel_size)
 
     def _process_video(self, source) -> Tuple[torch.Tensor, List[str], str]:
         """(N, H, W, 3) uint8 frames at the pixel size, their timestamps and the
@@ -216,8 +218,9 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
             )
         frames = torch.cat([resized for _, resized in decoded.results])
         digest = hashlib.sha256(b"quicksviewer-video-v1")
-        for chunk_digest, _ in decoded.results:
-            digest.update(chunk_digest)
+        for frame_digests, _ in decoded.results:
+            for frame_digest in frame_digests:
+                digest.update(frame_digest)
         digest.update(json.dumps([decoded.timestamps, self.pixel_size]).encode())
         digest.update(self.pixel_table.numpy().tobytes())
         if frames.is_cuda:
