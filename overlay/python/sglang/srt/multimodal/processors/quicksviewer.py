@@ -43,7 +43,7 @@ import math
 import os
 import re
 import time
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
