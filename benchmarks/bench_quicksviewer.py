@@ -83,6 +83,8 @@ def sglang_components(args) -> dict:
         device=args.device,
         attention_backend="triton" if args.device == "cuda" else "torch_native",
         mm_attention_backend=args.mm_attention_backend,
+        # in-process: the frames stay a tensor (no CUDA IPC proxy)
+        mm_feature_transport="cpu",
     )
     publish(server_args, role="scheduler")
     init_distributed_environment(
