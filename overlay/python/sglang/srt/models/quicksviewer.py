@@ -39,6 +39,8 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from sglang.srt.configs.quicksviewer import QuicksviewerConfig
 from sglang.srt.layers.linear import ReplicatedLinear
 from sglang.srt.layers.quantization.base_config import QuantizationConfig
@@ -54,7 +56,6 @@ from sglang.srt.models.idefics2 import Idefics2VisionTransformer
 from sglang.srt.models.qwen2 import Qwen2ForCausalLM
 from sglang.srt.models.utils import WeightsMapper
 from sglang.srt.utils import add_prefix
-from torch import nn
 
 logger = logging.getLogger(__name__)
 

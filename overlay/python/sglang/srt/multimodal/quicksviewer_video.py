@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from typing import Callable, Generic, List, Optional, Sequence, Set, TypeVar
 
 import numpy as np
+
 from sglang.srt.utils.common import _normalize_video_input, load_video
 
 logger = logging.getLogger(__name__)

@@ -48,6 +48,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from PIL import Image
+
 from sglang.srt.managers.schedule_batch import (
     Modality,
     MultimodalDataItem,
