@@ -50,3 +50,35 @@ def test_ties_go_to_the_lowest_frame_like_cuda_topk():
     assert starts == [0, 2, 3]  # frame 0 forced, then frames 1+1 and 1+2
     assert weights[0].item() == 1.0
     assert weights[2].item() == 1.0  # (1 - y) + y is exactly 1 for y >= 0.5
+
+
+def test_visual_cache_hit_miss_and_lru_eviction_by_bytes():
+    from sglang.srt.models.quicksviewer import QuicksviewerVisualCache
+
+    cache = QuicksviewerVisualCache(capacity_bytes=100)
+    assert cache.get("a") is None and cache.misses == 1  # miss
+    cache.put("a", "A", 40)
+    cache.put("b", "B", 40)
+    assert cache.get("a") == "A" and cache.hits == 1  # hit; a is now most recent
+    cache.put("c", "C", 40)  # 120 > 100: the least recently used (b) goes
+    assert cache.get("b") is None and cache.get("a") == "A" and cache.get("c") == "C"
+    assert cache.used == 80 and len(cache) == 2
+    cache.put("huge", "H", 101)  # larger than the whole cache: never stored
+    assert cache.get("huge") is None and len(cache) == 2
+    cache.put("a", "other", 10)  # a key is stored once; its value never changes
+    assert cache.get("a") == "A"
+    # no key (an item without a content digest) is never cached nor counted
+    before = (cache.hits, cache.misses)
+    cache.put(None, "X", 1)
+    assert cache.get(None) is None and (cache.hits, cache.misses) == before
+
+
+def test_visual_cache_size_from_the_environment(monkeypatch):
+    from sglang.srt.models.quicksviewer import QuicksviewerVisualCache
+
+    monkeypatch.setenv("SGLANG_QSV_VISUAL_CACHE_MB", "0")
+    disabled = QuicksviewerVisualCache.from_env()
+    disabled.put("a", "A", 1)
+    assert disabled.get("a") is None
+    monkeypatch.setenv("SGLANG_QSV_VISUAL_CACHE_MB", "1.5")
+    assert QuicksviewerVisualCache.from_env().capacity == 3 * 2**19

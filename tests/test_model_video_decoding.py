@@ -369,3 +369,70 @@ def test_frames_are_video_frames(reference_frames):
         assert not np.array_equal(frames[0], frames[-1]), name
         seconds, fps, width, height = STANDARD_VIDEOS[name]
         assert frames.shape[1:] == (height, width, 3), name
+
+
+def _write_frames(path, frames, fps):
+    import cv2
+
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(
+        str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height)
+    )
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return str(path)
+
+
+def test_content_digest_is_the_content(processor, tmp_path):
+    """The item hash and visual-cache key: equal for the same content in another
+    file, different when one sampled frame differs or the sampling changes."""
+    rng = np.random.default_rng(3)
+    frames = [
+        np.full((48, 64, 3), rng.integers(0, 256, 3), dtype=np.uint8) for _ in range(40)
+    ]
+    a = _write_frames(tmp_path / "a.mp4", frames, 4.0)
+    copy = tmp_path / "copy.mp4"
+    copy.write_bytes(open(a, "rb").read())
+    changed = list(frames)
+    changed[22] = np.full((48, 64, 3), 255 - frames[22][0, 0], dtype=np.uint8)
+    b = _write_frames(tmp_path / "b.mp4", changed, 4.0)  # frame 22 = 5.5 s, sampled
+
+    frames_a, ts_a, digest_a = processor._process_video(a)
+    frames_b, ts_b, digest_b = processor._process_video(b)
+    assert ts_a == ts_b and len(ts_a) == 10
+    differing = [
+        i for i in range(len(ts_a)) if not torch.equal(frames_a[i], frames_b[i])
+    ]
+    assert differing == [5]  # only the sampled frame that changed
+    assert digest_a != digest_b
+    assert processor._process_video(str(copy))[2] == digest_a
+    sampled_less = processor.video_max_frames
+    try:
+        processor.video_max_frames = 6
+        assert processor._process_video(a)[2] != digest_a
+    finally:
+        processor.video_max_frames = sampled_less
+    assert processor._process_video(a)[2] == digest_a
+
+
+def test_frame_cache_skips_decoding_a_video_seen_and_sees_new_bytes(
+    processor, tmp_path
+):
+    """The processor's frame cache is keyed by the file's bytes: the same file again
+    is a hit (no decoding), the same path with new content a miss."""
+    rng = np.random.default_rng(4)
+    frames = [
+        np.full((48, 64, 3), rng.integers(0, 256, 3), dtype=np.uint8) for _ in range(12)
+    ]
+    path = _write_frames(tmp_path / "v.mp4", frames, 4.0)
+    hits, misses = processor.frame_cache.hits, processor.frame_cache.misses
+    first = processor._process_video(path)
+    again = processor._process_video("file://" + path)
+    assert processor.frame_cache.misses == misses + 1
+    assert processor.frame_cache.hits == hits + 1
+    assert again[2] == first[2] and torch.equal(again[0], first[0])
+    _write_frames(tmp_path / "v.mp4", frames[::-1], 4.0)  # same path, new content
+    rewritten = processor._process_video(path)
+    assert processor.frame_cache.misses == misses + 2
+    assert rewritten[2] != first[2]

@@ -32,6 +32,7 @@ fixed layout and take the usual ``get_image_feature`` path.
 import json
 import logging
 import os
+import threading
 import time
 from collections import OrderedDict
 from typing import Iterable, List, Optional, Sequence, Tuple
@@ -289,44 +290,57 @@ class QuicksviewerVisualCache:
     every rank makes the same hit or miss decision.
     """
 
-    def __init__(self, capacity_bytes: int):
+    def __init__(self, capacity_bytes: int, name: str = "visual cache"):
         self.capacity = capacity_bytes
+        self.name = name
         self.used = 0
         self.hits = self.misses = 0
         self._entries: "OrderedDict[str, Tuple[object, int]]" = OrderedDict()
+        # the processor's frame cache is used from several worker threads
+        self._lock = threading.Lock()
 
     @classmethod
-    def from_env(cls) -> "QuicksviewerVisualCache":
-        return cls(
-            int(float(os.environ.get("SGLANG_QSV_VISUAL_CACHE_MB", "2048")) * 2**20)
-        )
+    def from_env(
+        cls,
+        variable: str = "SGLANG_QSV_VISUAL_CACHE_MB",
+        default_mb: float = 2048,
+        name: str = "visual cache",
+    ) -> "QuicksviewerVisualCache":
+        megabytes = float(os.environ.get(variable, default_mb))
+        return cls(int(megabytes * 2**20), name)
 
     def get(self, key: Optional[str]):
-        if key is None or key not in self._entries:
-            if key is not None:
-                self.misses += 1
-                self._log()
+        if key is None:
             return None
-        self._entries.move_to_end(key)
-        self.hits += 1
-        self._log()
-        return self._entries[key][0]
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                self.misses += 1
+            else:
+                self._entries.move_to_end(key)
+                self.hits += 1
+            self._log()
+        return None if entry is None else entry[0]
 
     def put(self, key: Optional[str], value, nbytes: int) -> None:
-        if key is None or nbytes > self.capacity or key in self._entries:
+        if key is None or nbytes > self.capacity:
             return
-        while self.used + nbytes > self.capacity:
-            _, (_, size) = self._entries.popitem(last=False)
-            self.used -= size
-        self._entries[key] = (value, nbytes)
-        self.used += nbytes
+        with self._lock:
+            if key in self._entries:
+                return
+            while self.used + nbytes > self.capacity:
+                _, (_, size) = self._entries.popitem(last=False)
+                self.used -= size
+            self._entries[key] = (value, nbytes)
+            self.used += nbytes
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def _log(self) -> None:
         logger.info(
-            "Quicksviewer visual cache: %d hits, %d misses, %d entries, %.1f MiB",
+            "Quicksviewer %s: %d hits, %d misses, %d entries, %.1f MiB",
+            self.name,
             self.hits,
             self.misses,
             len(self._entries),

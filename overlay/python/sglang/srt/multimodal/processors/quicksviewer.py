@@ -54,7 +54,11 @@ from sglang.srt.managers.schedule_batch import (
     MultimodalDataItem,
     MultimodalProcessorOutput,
 )
-from sglang.srt.models.quicksviewer import QuicksviewerCubing, QuicksviewerForCausalLM
+from sglang.srt.models.quicksviewer import (
+    QuicksviewerCubing,
+    QuicksviewerForCausalLM,
+    QuicksviewerVisualCache,
+)
 from sglang.srt.multimodal.processors.base_processor import BaseMultimodalProcessor
 from sglang.srt.multimodal.quicksviewer_resize import (
     PixelNormalizer,
@@ -146,6 +150,11 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         self.frames_per_cube = hf_config.cubing_frames_per_cube
         self._load_pixel_config(server_args.model_path)
         self.resize_device = self._resize_device(server_args)
+        # videos seen, by the SHA-256 of their bytes: a repeated video (a follow-up
+        # turn) is not decoded again
+        self.frame_cache = QuicksviewerVisualCache.from_env(
+            "SGLANG_QSV_FRAME_CACHE_MB", 1024, "frame cache"
+        )
         self.placeholder_regex = re.compile(
             f"({re.escape(IMAGE_PLACEHOLDER)}|{re.escape(VIDEO_PLACEHOLDER)})"
         )
@@ -201,13 +210,52 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
             tensor = tensor.to(self.resize_device, non_blocking=True)
         return digests, resize_bicubic(tensor, self.pixel_size)
 
+    def _source_key(self, source) -> Optional[str]:
+        """SHA-256 of a local file's (or a byte payload's) bytes, the sampling and
+        the preprocessing: the frame cache's key. None for URLs and base64 strings,
+        which the decoder resolves."""
+        digest = hashlib.sha256(b"quicksviewer-source-v1")
+        if isinstance(source, bytes):
+            digest.update(source)
+        elif isinstance(source, str):
+            path = source[len("file://") :] if source.startswith("file://") else source
+            if not os.path.isfile(path):
+                return None
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 24), b""):
+                    digest.update(block)
+        else:
+            return None
+        config = [self.video_fps, self.video_max_frames, list(self.pixel_size)]
+        digest.update(json.dumps(config).encode())
+        digest.update(self.pixel_table.numpy().tobytes())
+        return digest.hexdigest()
+
     def _process_video(self, source) -> Tuple[torch.Tensor, List[str], str]:
         """(N, H, W, 3) uint8 frames at the pixel size, their timestamps and the
         SHA-256 of what the model sees (decoded frames, timestamps, preprocessing),
         the key of the radix cache and of the model's visual cache."""
         start = time.perf_counter()
+        source = getattr(source, "url", source)
+        key = self._source_key(source)
+        result = self.frame_cache.get(key)
+        if result is None:
+            result = self._decode_video(source)
+            frames = result[0]
+            self.frame_cache.put(key, result, frames.numel() * frames.element_size())
+        if TIMING:
+            record = {
+                "stage": "processor",
+                "frames": len(result[1]),
+                "seconds": round(time.perf_counter() - start, 4),
+                "t_end": time.time(),
+            }
+            logger.warning("qsv-timing %s", json.dumps(record))
+        return result
+
+    def _decode_video(self, source) -> Tuple[torch.Tensor, List[str], str]:
         decoded = decode_video(
-            getattr(source, "url", source),
+            source,
             fps=self.video_fps,
             max_frames=self.video_max_frames,
             transform=self._resize_chunk,
@@ -226,18 +274,6 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         digest.update(self.pixel_table.numpy().tobytes())
         if frames.is_cuda:
             torch.cuda.current_stream(frames.device).synchronize()
-        if TIMING:
-            logger.warning(
-                "qsv-timing %s",
-                json.dumps(
-                    {
-                        "stage": "processor",
-                        "frames": len(decoded.timestamps),
-                        "seconds": round(time.perf_counter() - start, 4),
-                        "t_end": time.time(),
-                    }
-                ),
-            )
         return frames, decoded.timestamps, digest.hexdigest()
 
     def _process_image(self, data) -> torch.Tensor:
