@@ -249,6 +249,9 @@ BAD_VIDEOS = {
     "png_image": "Could not decode video",
     "one_frame_video": "at least 2 frames",
     "missing_path": "neither an existing file",
+    "empty_url": "The video URL is empty",
+    # loopback port 9 (discard): nothing listens, the connection is refused
+    "refused_url": "Could not fetch video 'http://127.0.0.1:9/clip.mp4'",
 }
 
 
@@ -272,6 +275,10 @@ def bad_video(case: str, directory: Path) -> str:
     elif case == "one_frame_video":
         # 1 s at 30 fps: one frame at 1 fps
         write_video(path, 1, 30.0, 96, 64)
+    elif case == "empty_url":
+        return ""
+    elif case == "refused_url":
+        return "http://127.0.0.1:9/clip.mp4"
     elif case != "missing_path":
         raise KeyError(case)
     return str(path)
@@ -284,7 +291,41 @@ def test_bad_video_gives_a_clear_4xx(case, server, tmp_path, reference, tokenize
     assert (
         400 <= response.status_code < 500
     ), f"{case}: {response.status_code} {response.text}{server.log_tail()}"
-    assert BAD_VIDEOS[case] in response.json()["message"], response.text
+    message = response.json()["message"]
+    assert BAD_VIDEOS[case] in message, response.text
+    assert "qsv-video-" not in message and "/tmp/" not in message, message
+    assert server.proc.poll() is None, f"server died{server.log_tail()}"
+
+
+# name -> what the error message must say
+BAD_IMAGES = {
+    "mp4_as_image": "Could not open the image",
+    "corrupt_png_bytes": "Could not open the image",
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_IMAGES))
+def test_bad_image_gives_a_clear_4xx(case, server, videos, tmp_path):
+    if case == "mp4_as_image":
+        url = str(videos[VIDEO])
+    else:
+        png = tmp_path / "x.png"
+        from PIL import Image
+
+        Image.new("RGB", (32, 32), (1, 2, 3)).save(png)
+        data = bytearray(png.read_bytes())
+        data[40:] = os.urandom(len(data) - 40)  # valid signature, corrupt body
+        url = "data:image/png;base64," + base64.b64encode(bytes(data)).decode()
+    payload = chat_payload("unused")
+    payload["messages"][0]["content"][0] = {
+        "type": "image_url",
+        "image_url": {"url": url},
+    }
+    response = server.post("/v1/chat/completions", payload)
+    assert (
+        400 <= response.status_code < 500
+    ), f"{case}: {response.status_code} {response.text}{server.log_tail()}"
+    assert BAD_IMAGES[case] in response.json()["message"], response.text
     assert server.proc.poll() is None, f"server died{server.log_tail()}"
 
 

@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from typing import Callable, Generic, List, Optional, Sequence, Set, TypeVar
 
 import numpy as np
+import requests
 
 from sglang.srt.utils.common import _normalize_video_input, load_video
 
@@ -439,10 +440,21 @@ def _local_file(source):
     """(local path, what to hand SGLang's loader) for ``source``: downloads,
     data URLs, base64 and bytes go to a temporary file, removed afterwards."""
     source = getattr(source, "url", source)
+    if isinstance(source, str) and not source.strip():
+        raise ValueError("The video URL is empty")
     try:
         resolved = _normalize_video_input(source)
     except binascii.Error as e:
         raise _not_a_video_source(source, e) from e
+    except requests.HTTPError as e:
+        status = e.response.status_code if e.response is not None else "error"
+        raise ValueError(
+            f"Could not fetch video {source[:200]!r}: HTTP {status}"
+        ) from e
+    except requests.RequestException as e:
+        raise ValueError(
+            f"Could not fetch video {source[:200]!r}: {type(e).__name__}"
+        ) from e
     if isinstance(resolved, str):
         yield resolved, source
         return
@@ -453,7 +465,13 @@ def _local_file(source):
         with os.fdopen(fd, "wb") as f:
             f.write(resolved)
         del resolved
-        yield path, path
+        try:
+            yield path, path
+        except ValueError as e:
+            # never show the client our temporary file
+            if path not in str(e):
+                raise
+            raise ValueError(str(e).replace(path, "the uploaded video")) from e
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)

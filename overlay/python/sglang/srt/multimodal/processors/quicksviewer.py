@@ -277,8 +277,15 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         return frames, decoded.timestamps, digest.hexdigest()
 
     def _process_image(self, data) -> torch.Tensor:
-        image, _ = load_image(data, gpu_image_decode=False)
-        image = image.convert("RGB")
+        try:
+            image, _ = load_image(data, gpu_image_decode=False)
+            image = image.convert("RGB")
+        except ValueError:
+            raise
+        except Exception as e:  # PIL, requests, base64: the client's image is bad
+            raise ValueError(
+                f"Could not open the image: {type(e).__name__}: {e}"
+            ) from e
         tiles = anyres_tiles(image, self.pinpoints, self.tile_size)
         frames = torch.from_numpy(np.stack([np.asarray(t) for t in tiles]))
         return resize_bicubic(frames, self.pixel_size)
