@@ -900,7 +900,9 @@ def export(paths: Paths, to_cpu: bool = False) -> Dict[str, List[str]]:
         )
         for path in changed.splitlines():
             overlay[path] = _blob(repo, upstream, path)
-        _refuse_unapplied_overlay_edits(repo, overlay_commits[0], paths.overlay)
+        _refuse_unapplied_overlay_edits(
+            repo, overlay_commits[0], changed.splitlines(), paths.overlay
+        )
 
     index = Path(tempfile.mkstemp(prefix="qsv-export-index-")[1])
     try:
@@ -944,29 +946,16 @@ def export(paths: Paths, to_cpu: bool = False) -> Dict[str, List[str]]:
 
 
 def _refuse_unapplied_overlay_edits(
-    repo: git.Repo, overlay_commit: str, overlay_dir: Path
+    repo: git.Repo, overlay_commit: str, applied: List[str], overlay_dir: Path
 ) -> None:
     """Export rewrites overlay/ from the tree: refuse when overlay/ holds edits that
-    `make apply` never put into the tree, so they are not overwritten."""
-    applied = {}
-    for path in git_out(
-        repo, "ls-tree", "-r", "--name-only", overlay_commit
-    ).splitlines():
-        applied[path] = None
-    changed = git_out(
-        repo,
-        "diff-tree",
-        "-r",
-        "--no-commit-id",
-        "--name-only",
-        "--no-renames",
-        overlay_commit,
-    ).splitlines()
+    `make apply` never put into the tree (``applied``: the files of its overlay
+    commit), so they are not overwritten."""
     on_disk = {rel.as_posix() for rel in overlay_files(overlay_dir)}
     edited = sorted(
         rel
-        for rel in on_disk | set(changed)
-        if rel not in changed
+        for rel in on_disk | set(applied)
+        if rel not in applied
         or rel not in on_disk
         or (overlay_dir / rel).read_bytes() != _blob(repo, overlay_commit, rel)[0]
     )
