@@ -436,3 +436,24 @@ def test_frame_cache_skips_decoding_a_video_seen_and_sees_new_bytes(
     rewritten = processor._process_video(path)
     assert processor.frame_cache.misses == misses + 2
     assert rewritten[2] != first[2]
+
+
+def test_a_4k_video_is_resized_exactly(processor, reference_pixels, tmp_path):
+    """3840x2160 frames: the processor's pixels are the original's (PIL bicubic of
+    the same decoded frames)."""
+    from qsv_reference.video import extract_frames
+
+    rng = np.random.default_rng(5)
+    ys, xs = np.mgrid[0:2160, 0:3840]
+    frames = []
+    for i in range(8):
+        frame = np.empty((2160, 3840, 3), dtype=np.uint8)
+        frame[..., 0] = (xs * (i + 1) // 15) % 256
+        frame[..., 1] = (ys * (i + 2) // 9) % 256
+        frame[..., 2] = rng.integers(0, 256)
+        frames.append(frame)
+    path = _write_frames(tmp_path / "4k.mp4", frames, 2.0)
+    pixels, timestamps = processor_pixels(processor, path)
+    reference = extract_frames(path)
+    assert timestamps == ["0.5", "1.5", "2.5", "3.5"]
+    assert torch.equal(pixels, reference_pixels(reference.frames))
