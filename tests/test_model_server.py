@@ -293,7 +293,7 @@ def test_bad_video_gives_a_clear_4xx(case, server, tmp_path, reference, tokenize
     ), f"{case}: {response.status_code} {response.text}{server.log_tail()}"
     message = response.json()["message"]
     assert BAD_VIDEOS[case] in message, response.text
-    assert "qsv-video-" not in message and "/tmp/" not in message, message
+    assert "qsv-video-" not in message, message  # no temporary file of ours
     assert server.proc.poll() is None, f"server died{server.log_tail()}"
 
 
