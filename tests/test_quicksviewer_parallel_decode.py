@@ -180,12 +180,19 @@ def assert_same_result(got, expected_decoder, indices, frames, avg_fps, label):
 
 
 # ------------------------------------------------------------- frames are equal
-@pytest.mark.parametrize("decoder", DECODERS)
-@pytest.mark.parametrize("clip", CLIPS)
+# decord 0.6.0 is not deterministic on DECORD_UNSTABLE streams (two sequential reads
+# differ), so there is nothing to compare its parallel reads with: not collected
+@pytest.mark.parametrize(
+    "clip,decoder",
+    [
+        (clip, decoder)
+        for clip in CLIPS
+        for decoder in DECODERS
+        if not (decoder == "sglang" and clip in DECORD_UNSTABLE)
+    ],
+)
 def test_parallel_decode_equals_sequential_reader(qv, clips, clip, decoder, request):
     path = clip_path(clips, clip)
-    if decoder == "sglang" and clip in DECORD_UNSTABLE:
-        pytest.skip("decord is not deterministic on this stream")
     if decoder == "opencv":
         request.getfixturevalue("no_loader")
     name, indices, frames, avg_fps = sequential(qv, path, decoder)
