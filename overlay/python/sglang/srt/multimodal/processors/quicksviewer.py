@@ -75,6 +75,9 @@ VIDEO_PLACEHOLDER = "<video>"
 # Qwen2.5 tokens that stand for visual positions until pad_input_ids fills them.
 IMAGE_PAD_TOKEN = "<|image_pad|>"
 VIDEO_PAD_TOKEN = "<|video_pad|>"
+# Bounds of the per-request frame sampling (video_url fps / max_frames).
+MAX_SAMPLING_FPS = 60.0
+MAX_SAMPLED_FRAMES = 1024
 # SGLANG_QSV_TIMING=1 logs the split of every video request (benchmarks/).
 TIMING = os.environ.get("SGLANG_QSV_TIMING", "0") == "1"
 # where the exact resize runs: auto (the GPU when the server runs on CUDA), cpu, cuda
@@ -210,7 +213,28 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
             tensor = tensor.to(self.resize_device, non_blocking=True)
         return digests, resize_bicubic(tensor, self.pixel_size)
 
-    def _source_key(self, source) -> Optional[str]:
+    def _sampling(self, source) -> Tuple[float, int]:
+        """(fps, max_frames) of one video: the request's (a video_url part's fps and
+        max_frames), else the checkpoint's (1 fps, 420 frames, as the original)."""
+        kwargs = getattr(source, "preprocess_kwargs", None) or {}
+        fps = kwargs.get("fps", self.video_fps)
+        max_frames = kwargs.get("max_frames", self.video_max_frames)
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)):
+            raise ValueError(f"video fps must be a number, got {fps!r}")
+        if not 1 <= fps <= MAX_SAMPLING_FPS:
+            raise ValueError(
+                f"video fps must be between 1 and {MAX_SAMPLING_FPS:g}, got {fps}"
+            )
+        if isinstance(max_frames, bool) or not isinstance(max_frames, int):
+            raise ValueError(f"video max_frames must be an integer, got {max_frames!r}")
+        if not 2 <= max_frames <= MAX_SAMPLED_FRAMES:
+            raise ValueError(
+                f"video max_frames must be between 2 and {MAX_SAMPLED_FRAMES}, "
+                f"got {max_frames}"
+            )
+        return float(fps), max_frames
+
+    def _source_key(self, source, sampling: Tuple[float, int]) -> Optional[str]:
         """SHA-256 of a local file's (or a byte payload's) bytes, the sampling and
         the preprocessing: the frame cache's key. None for URLs and base64 strings,
         which the decoder resolves."""
@@ -226,7 +250,7 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
                     digest.update(block)
         else:
             return None
-        config = [self.video_fps, self.video_max_frames, list(self.pixel_size)]
+        config = [*sampling, list(self.pixel_size)]
         digest.update(json.dumps(config).encode())
         digest.update(self.pixel_table.numpy().tobytes())
         return digest.hexdigest()
@@ -236,11 +260,12 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         SHA-256 of what the model sees (decoded frames, timestamps, preprocessing),
         the key of the radix cache and of the model's visual cache."""
         start = time.perf_counter()
+        sampling = self._sampling(source)
         source = getattr(source, "url", source)
-        key = self._source_key(source)
+        key = self._source_key(source, sampling)
         result = self.frame_cache.get(key)
         if result is None:
-            result = self._decode_video(source)
+            result = self._decode_video(source, *sampling)
             frames = result[0]
             self.frame_cache.put(key, result, frames.numel() * frames.element_size())
         if TIMING:
@@ -253,17 +278,18 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
             logger.warning("qsv-timing %s", json.dumps(record))
         return result
 
-    def _decode_video(self, source) -> Tuple[torch.Tensor, List[str], str]:
+    def _decode_video(
+        self, source, fps: Optional[float] = None, max_frames: Optional[int] = None
+    ) -> Tuple[torch.Tensor, List[str], str]:
+        fps = self.video_fps if fps is None else fps
+        max_frames = self.video_max_frames if max_frames is None else max_frames
         decoded = decode_video(
-            source,
-            fps=self.video_fps,
-            max_frames=self.video_max_frames,
-            transform=self._resize_chunk,
+            source, fps=fps, max_frames=max_frames, transform=self._resize_chunk
         )
         if len(decoded.timestamps) < 2:
             raise ValueError(
-                f"Quicksviewer needs a video of at least 2 frames at {self.video_fps} "
-                f"fps (about 1.5 s or longer); this one gives {len(decoded.timestamps)}"
+                f"Quicksviewer needs a video of at least 2 frames at {fps} "
+                f"fps; this one gives {len(decoded.timestamps)}"
             )
         frames = torch.cat([resized for _, resized in decoded.results])
         digest = hashlib.sha256(b"quicksviewer-video-v1")
