@@ -367,3 +367,20 @@ def test_radix_cache_shares_only_the_same_video(server, tmp_path, reference, tok
 
     another = server.ok("/generate", generate_payload(other, 4))
     assert another["meta_info"]["cached_tokens"] == prefix
+
+
+def test_video_url_fps_and_max_frames(server, videos, tmp_path):
+    """A video_url part's fps / max_frames change the sampled frames (so the prompt);
+    out of bounds is a 400 that says which bound, and the server keeps serving."""
+    path = str(videos[VIDEO])
+    default = server.ok("/v1/chat/completions", chat_payload(path, max_tokens=1))
+    payload = chat_payload(path, max_tokens=1)
+    payload["messages"][0]["content"][0]["video_url"].update(fps=2, max_frames=30)
+    sampled = server.ok("/v1/chat/completions", payload)
+    # 24 frames at 2 fps: 5 cubes, against 2 cubes of the default 12 frames
+    assert sampled["usage"]["prompt_tokens"] != default["usage"]["prompt_tokens"]
+    payload["messages"][0]["content"][0]["video_url"].update(fps=100)
+    response = server.post("/v1/chat/completions", payload)
+    assert response.status_code == 400, response.text
+    assert "fps must be between 1 and 60" in response.json()["message"]
+    assert server.proc.poll() is None, f"server died{server.log_tail()}"

@@ -457,3 +457,44 @@ def test_a_4k_video_is_resized_exactly(processor, reference_pixels, tmp_path):
     reference = extract_frames(path)
     assert timestamps == ["0.5", "1.5", "2.5", "3.5"]
     assert torch.equal(pixels, reference_pixels(reference.frames))
+
+
+@pytest.mark.parametrize(
+    "fps,max_frames", [(1, 420), (2, 30), (3, 7), (1, 5), (30, 64)]
+)
+def test_per_request_sampling_is_the_originals(processor, videos, fps, max_frames):
+    """fps / max_frames of a video_url part (VideoData.preprocess_kwargs) choose the
+    frames exactly like the original's opencv_extract_frames_fps(path, n, fps)."""
+    from qsv_reference.video import extract_frames
+    from sglang.srt.utils.common import VideoData
+
+    path = str(videos["12s_30fps"])
+    source = VideoData(path, preprocess_kwargs={"fps": fps, "max_frames": max_frames})
+    frames, timestamps, digest = processor._process_video(source)
+    reference = extract_frames(path, num_frames=max_frames, fps=fps)
+    assert timestamps == [str(t) for t in reference.timestamps]
+    assert frames.shape[0] == len(reference.frames)
+    default = processor._process_video(path)
+    if (fps, max_frames) != (1, 420):
+        assert digest != default[2] and timestamps != default[1]
+    else:
+        assert digest == default[2]
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"fps": 0.5}, "fps must be between 1 and 60"),
+        ({"fps": 61}, "fps must be between 1 and 60"),
+        ({"fps": "2"}, "fps must be a number"),
+        ({"max_frames": 1}, "max_frames must be between 2 and 1024"),
+        ({"max_frames": 5000}, "max_frames must be between 2 and 1024"),
+        ({"max_frames": 2.5}, "max_frames must be an integer"),
+    ],
+)
+def test_per_request_sampling_out_of_bounds(processor, videos, kwargs, message):
+    from sglang.srt.utils.common import VideoData
+
+    source = VideoData(str(videos["12s_30fps"]), preprocess_kwargs=kwargs)
+    with pytest.raises(ValueError, match=message):
+        processor._process_video(source)
