@@ -22,6 +22,7 @@ written by tests/videos.py and decoded for real) this module checks that
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -498,3 +499,43 @@ def test_per_request_sampling_out_of_bounds(processor, videos, kwargs, message):
     source = VideoData(str(videos["12s_30fps"]), preprocess_kwargs=kwargs)
     with pytest.raises(ValueError, match=message):
         processor._process_video(source)
+
+
+def test_local_media_allowlist(processor, videos, tmp_path, monkeypatch):
+    """SGLANG_QSV_ALLOWED_LOCAL_MEDIA_PATH: local paths and file:// URLs only inside
+    the allowed directories, symlinks resolved first; device files, FIFOs,
+    directories and /proc never, even without an allowlist."""
+    import shutil
+
+    from sglang.srt.multimodal.quicksviewer_video import allowed_media_dirs
+
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    allowed.mkdir()
+    outside.mkdir()
+    inside = allowed / "clip.mp4"
+    shutil.copy(videos["12s_30fps"], inside)
+    elsewhere = outside / "clip.mp4"
+    shutil.copy(videos["12s_30fps"], elsewhere)
+    link = allowed / "link.mp4"
+    link.symlink_to(elsewhere)
+    fifo = allowed / "fifo.mp4"
+    os.mkfifo(fifo)
+    monkeypatch.setenv("SGLANG_QSV_ALLOWED_LOCAL_MEDIA_PATH", f"{allowed}:/nowhere")
+    assert allowed_media_dirs() == [str(allowed.resolve()), "/nowhere"]
+    monkeypatch.setattr(processor, "allowed_media_dirs", allowed_media_dirs())
+
+    assert len(processor._process_video(str(inside))[1]) == 12
+    assert len(processor._process_video(f"file://{inside}")[1]) == 12
+    for source in (str(elsewhere), f"file://{elsewhere}", str(link)):
+        with pytest.raises(ValueError, match="outside the directories"):
+            processor._process_video(source)
+    for source in ("/dev/zero", str(fifo), str(allowed), "/proc/self/status"):
+        with pytest.raises(ValueError, match="not a regular file"):
+            processor._process_video(source)
+    with pytest.raises(ValueError, match="outside the directories"):
+        processor._process_image(str(elsewhere))
+    # without an allowlist any regular file is read, pseudo files still are not
+    monkeypatch.setattr(processor, "allowed_media_dirs", None)
+    assert len(processor._process_video(str(elsewhere))[1]) == 12
+    with pytest.raises(ValueError, match="not a regular file"):
+        processor._process_video("/dev/zero")

@@ -87,10 +87,17 @@ def main(argv: list[str] | None = None) -> int:
         "--port",
         str(port),
     ]
-    print("$", " ".join(command), flush=True)
+    # local media only from the demo's own directory (docs/design.md)
+    env = dict(os.environ, SGLANG_QSV_ALLOWED_LOCAL_MEDIA_PATH=str(args.workdir))
+    print(f"$ SGLANG_QSV_ALLOWED_LOCAL_MEDIA_PATH={args.workdir}", end=" ")
+    print(" ".join(command), flush=True)
     with open(log_path, "w") as log:
         server = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
         )
     try:
         base = f"http://127.0.0.1:{port}"

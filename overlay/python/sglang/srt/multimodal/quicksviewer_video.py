@@ -435,6 +435,48 @@ def _ranges(indices: Sequence[int], starts: List[int]) -> List[_Range]:
     return [_Range(list(indices[a:b])) for a, b in zip(bounds, bounds[1:])]
 
 
+# Local media access: SGLANG_QSV_ALLOWED_LOCAL_MEDIA_PATH lists the directories
+# (os.pathsep-separated, like vLLM's --allowed-local-media-path) from which local
+# paths and file:// URLs may be read. Unset: any regular file, as SGLang reads them.
+ALLOWED_MEDIA_ENV = "SGLANG_QSV_ALLOWED_LOCAL_MEDIA_PATH"
+# never media, whatever the allowlist says
+_PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
+
+
+def allowed_media_dirs() -> Optional[List[str]]:
+    """The allowlist from the environment (real paths), or None when unset."""
+    value = os.environ.get(ALLOWED_MEDIA_ENV)
+    if value is None:
+        return None
+    return [os.path.realpath(d) for d in value.split(os.pathsep) if d.strip()]
+
+
+def check_local_media(source, allowed: Optional[List[str]]) -> None:
+    """Refuse a local path or file:// URL that is not a regular file inside the
+    allowed directories (symlinks resolved first). URLs, data URLs, base64 and bytes
+    are not local paths and pass."""
+    source = getattr(source, "url", source)
+    if not isinstance(source, str) or source.startswith(("http://", "https://")):
+        return
+    if source.startswith("data:"):
+        return
+    path = source[len("file://") :] if source.startswith("file://") else source
+    if not source.startswith("file://") and not os.path.lexists(path):
+        return  # not a path: base64, or a missing file the decoder reports
+    real = os.path.realpath(path)
+    if real.startswith(tuple(p + os.sep for p in _PSEUDO_FILESYSTEMS)) or not (
+        os.path.isfile(real)
+    ):
+        raise ValueError(f"Local media {source[:200]!r} is not a regular file")
+    if allowed is not None and not any(
+        real == d or real.startswith(d.rstrip(os.sep) + os.sep) for d in allowed
+    ):
+        raise ValueError(
+            f"Local media {source[:200]!r} is outside the directories the server "
+            f"allows ({ALLOWED_MEDIA_ENV})"
+        )
+
+
 @contextlib.contextmanager
 def _local_file(source):
     """(local path, what to hand SGLang's loader) for ``source``: downloads,

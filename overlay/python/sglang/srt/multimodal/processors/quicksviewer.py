@@ -65,7 +65,12 @@ from sglang.srt.multimodal.quicksviewer_resize import (
     resize_bicubic,
     resize_image,
 )
-from sglang.srt.multimodal.quicksviewer_video import decode_video
+from sglang.srt.multimodal.quicksviewer_video import (
+    ALLOWED_MEDIA_ENV,
+    allowed_media_dirs,
+    check_local_media,
+    decode_video,
+)
 from sglang.srt.utils import load_image
 
 logger = logging.getLogger(__name__)
@@ -158,6 +163,13 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         self.frame_cache = QuicksviewerVisualCache.from_env(
             "SGLANG_QSV_FRAME_CACHE_MB", 1024, "frame cache"
         )
+        self.allowed_media_dirs = allowed_media_dirs()
+        if self.allowed_media_dirs is None:
+            logger.warning(
+                "Quicksviewer: any client may have local files read as media; set "
+                "%s to the directories allowed",
+                ALLOWED_MEDIA_ENV,
+            )
         self.placeholder_regex = re.compile(
             f"({re.escape(IMAGE_PLACEHOLDER)}|{re.escape(VIDEO_PLACEHOLDER)})"
         )
@@ -260,6 +272,7 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         SHA-256 of what the model sees (decoded frames, timestamps, preprocessing),
         the key of the radix cache and of the model's visual cache."""
         start = time.perf_counter()
+        check_local_media(source, self.allowed_media_dirs)
         sampling = self._sampling(source)
         source = getattr(source, "url", source)
         key = self._source_key(source, sampling)
@@ -303,6 +316,7 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         return frames, decoded.timestamps, digest.hexdigest()
 
     def _process_image(self, data) -> torch.Tensor:
+        check_local_media(data, self.allowed_media_dirs)
         try:
             image, _ = load_image(data, gpu_image_decode=False)
             image = image.convert("RGB")
