@@ -275,10 +275,6 @@ class QuicksviewerCubing(nn.Module):
         return out
 
 
-def _nbytes(tensor: torch.Tensor) -> int:
-    return tensor.numel() * tensor.element_size()
-
-
 class QuicksviewerVisualCache:
     """Cube starts and visual embeddings of videos already seen, by content.
 
@@ -512,7 +508,7 @@ class QuicksviewerForCausalLM(nn.Module):
             embeddings, starts = self.encode_video(
                 item.feature, item.model_specific_data["pixel_table"]
             )
-            self.visual_cache.put(key, (embeddings, starts), _nbytes(embeddings))
+            self.visual_cache.put(key, (embeddings, starts), embeddings.nbytes)
         else:
             embeddings, starts = cached
         num_queries = embeddings.shape[1]

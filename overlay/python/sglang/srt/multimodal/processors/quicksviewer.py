@@ -198,12 +198,16 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
             size.get("height", self.tile_size),
             size.get("width", self.tile_size),
         )
-        self.normalizer = PixelNormalizer(
+        self.pixel_table = PixelNormalizer(
             config.get("rescale_factor", 1 / 255),
             config.get("image_mean", [0.5, 0.5, 0.5]),
             config.get("image_std", [0.5, 0.5, 0.5]),
+        ).table.cpu()
+        # what both cache keys hash besides the video: the preprocessing
+        self._preprocess_tag = (
+            json.dumps(list(self.pixel_size)).encode()
+            + self.pixel_table.numpy().tobytes()
         )
-        self.pixel_table = self.normalizer.table.cpu()
 
     def _resize_device(self, server_args) -> torch.device:
         if RESIZE_DEVICE == "cpu" or (
@@ -262,9 +266,8 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
                     digest.update(block)
         else:
             return None
-        config = [*sampling, list(self.pixel_size)]
-        digest.update(json.dumps(config).encode())
-        digest.update(self.pixel_table.numpy().tobytes())
+        digest.update(json.dumps(sampling).encode())
+        digest.update(self._preprocess_tag)
         return digest.hexdigest()
 
     def _process_video(self, source) -> Tuple[torch.Tensor, List[str], str]:
@@ -279,8 +282,7 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         result = self.frame_cache.get(key)
         if result is None:
             result = self._decode_video(source, *sampling)
-            frames = result[0]
-            self.frame_cache.put(key, result, frames.numel() * frames.element_size())
+            self.frame_cache.put(key, result, result[0].nbytes)
         if TIMING:
             record = {
                 "stage": "processor",
@@ -309,8 +311,8 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         for frame_digests, _ in decoded.results:
             for frame_digest in frame_digests:
                 digest.update(frame_digest)
-        digest.update(json.dumps([decoded.timestamps, self.pixel_size]).encode())
-        digest.update(self.pixel_table.numpy().tobytes())
+        digest.update(json.dumps(decoded.timestamps).encode())
+        digest.update(self._preprocess_tag)
         if frames.is_cuda:
             torch.cuda.current_stream(frames.device).synchronize()
         return frames, decoded.timestamps, digest.hexdigest()
