@@ -2,7 +2,8 @@
 
 Shared by the reference model and tools/checkpoints/convert.py:
 
-* ``read_original_config``: ``config.json`` of a ``quicksviewer_qwen`` checkpoint;
+* ``read_original_config``: ``config.json`` of a ``quicksviewer_qwen`` or
+  ``quicksviewer_llama`` checkpoint;
 * ``resolve_vision_tower``: where the SigLIP directory named by ``mm_vision_tower`` is.
   The original passes the string to ``SiglipVisionModel.from_pretrained`` as is, i.e.
   relative to the current directory (a training-machine path such as
@@ -18,7 +19,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-ORIGINAL_MODEL_TYPE = "quicksviewer_qwen"
+from qsv_reference.constants import VARIANTS
+
 TOWER_PREFIX = "model.vision_tower.vision_tower.vision_model."
 RESAMPLER_PREFIX = "model.vision_resampler."
 CUBING_PREFIX = "model.cubing."
@@ -29,7 +31,8 @@ class CheckpointError(ValueError):
 
 
 def read_original_config(ckpt_dir: Path) -> dict:
-    """Load ``config.json`` and check it is an original Quicksviewer (Qwen2) config."""
+    """Load ``config.json`` and check it is an original Quicksviewer config (the Qwen2
+    or the Llama-3.1 variant)."""
     ckpt_dir = Path(ckpt_dir)
     path = ckpt_dir / "config.json"
     if not path.is_file():
@@ -39,19 +42,35 @@ def read_original_config(ckpt_dir: Path) -> dict:
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
     model_type = config.get("model_type")
-    if model_type != ORIGINAL_MODEL_TYPE:
+    if model_type not in VARIANTS:
         hint = ""
         if model_type == "quicksviewer":
             hint = " (it is already converted to the SGLang layout)"
-        elif model_type == "quicksviewer_llama":
-            hint = " (the Llama-3.1 variant is not supported)"
         raise CheckpointError(
             f"{ckpt_dir} is not an original Quicksviewer checkpoint: model_type is "
-            f"{model_type!r}, expected {ORIGINAL_MODEL_TYPE!r}{hint}"
+            f"{model_type!r}, expected one of {sorted(VARIANTS)}{hint}"
         )
     if not config.get("mm_vision_tower"):
         raise CheckpointError(f"{path} has no mm_vision_tower (no vision modules)")
     return config
+
+
+def load_tokenizer(ckpt_dir: Path, text_config):
+    """The checkpoint's tokenizer as the original's ``AutoTokenizer`` gets it: the
+    class that ``tokenizer_config.json`` names (transformers 4.44 reads it first;
+    transformers 5 would let the config's model_type pick, e.g. Qwen2Tokenizer for
+    any tokenizer of a Qwen2 config), else the class of the language model."""
+    from transformers import AutoTokenizer
+    from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
+
+    path = Path(ckpt_dir) / "tokenizer_config.json"
+    name = None
+    if path.is_file():
+        name = json.loads(path.read_text(encoding="utf-8")).get("tokenizer_class")
+    cls = tokenizer_class_from_name(name) if name else None
+    if cls is not None:
+        return cls.from_pretrained(str(ckpt_dir))
+    return AutoTokenizer.from_pretrained(str(ckpt_dir), config=text_config)
 
 
 # Variants of the original code base that the reference (and the port) implement.
@@ -64,8 +83,30 @@ SUPPORTED_VALUES = {
 }
 
 
+# image_aspect_ratio values of process_images (utils/mm_utils.py:227-262) that are not
+# implemented; every other value is "anyres" or the plain per-view resize of its
+# else branch.
+UNSUPPORTED_ASPECT_RATIOS = {
+    "highres": "process_highres_image is not implemented",
+    "crop_split": "process_highres_image_crop_split is not implemented",
+    "pad": (
+        "the original cannot run it: it counts len() of each padded CHW tensor (3) "
+        "as the image's views, so the prompt gets 3 placeholders for 1 view"
+    ),
+}
+PLAIN_ASPECT_RATIO = "square"
+
+
+def aspect_ratio(config: dict) -> str:
+    """"anyres", or "square" for the else branch of process_images (one view per
+    image resized to the tower's size: None, "square", "original", ...)."""
+    value = config.get("image_aspect_ratio")
+    return "anyres" if value == "anyres" else PLAIN_ASPECT_RATIO
+
+
 def check_supported(config: dict) -> None:
-    """Refuse configs that select code paths the released model does not use."""
+    """Refuse configs that select code paths the port does not implement; the message
+    names the key, the value and what is supported."""
     for key, value in SUPPORTED_VALUES.items():
         if config.get(key, value) != value:
             raise CheckpointError(
@@ -73,6 +114,26 @@ def check_supported(config: dict) -> None:
             )
     if config.get("mm_cubing") == "identity":
         raise CheckpointError("unsupported mm_cubing='identity' (no cubing network)")
+    ratio = config.get("image_aspect_ratio")
+    if ratio in UNSUPPORTED_ASPECT_RATIOS:
+        raise CheckpointError(
+            f"unsupported image_aspect_ratio={ratio!r}: "
+            f"{UNSUPPORTED_ASPECT_RATIOS[ratio]} (supported: 'anyres', or any other "
+            "value for one resized view per image)"
+        )
+    if ratio == "anyres" and not config.get("image_grid_pinpoints"):
+        raise CheckpointError("image_aspect_ratio='anyres' needs image_grid_pinpoints")
+    if int(config.get("pretraining_tp", 1) or 1) != 1:
+        raise CheckpointError(
+            f"unsupported pretraining_tp={config['pretraining_tp']!r} (only 1, the "
+            "plain Llama projections, is implemented)"
+        )
+    for key in ("attention_bias", "mlp_bias"):
+        if config.get(key) and VARIANTS[config["model_type"]][0] == "llama":
+            raise CheckpointError(
+                f"unsupported {key}=True for the Llama variant (only False, as in "
+                "Llama-3.1, is implemented)"
+            )
 
 
 def is_tower_dir(path: Path) -> bool:

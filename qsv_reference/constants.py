@@ -26,10 +26,39 @@ MARKERS = {
     "thumbnail_end": "<thumbnail_end>",
 }
 
-# conv_qwen2 of the original: ChatML roles, empty system prompt, no system turn at all.
-USER_ROLE = "<|im_start|>user\n"
-ASSISTANT_ROLE = "<|im_start|>assistant\n"
-TURN_SEP = "<|im_end|>\n"
+
+
+class Template:
+    """A conversation template of the original (conversation.py) for one user turn:
+    ``user_role + message + separator + assistant_role``, with no system turn
+    (``preprocess_qwen_2`` / ``preprocess_llama_3`` force ``system = ""``)."""
+
+    def __init__(self, user_role: str, assistant_role: str, separator: str):
+        self.user_role = user_role
+        self.assistant_role = assistant_role
+        self.separator = separator
+
+    def prompt(self, user_message: str) -> str:
+        return self.user_role + user_message + self.separator + self.assistant_role
+
+
+# conv_qwen2 (conversation.py:458-467): ChatML roles.
+QWEN2_TEMPLATE = Template("<|im_start|>user\n", "<|im_start|>assistant\n", "<|im_end|>\n")
+# llama_3_chat (conversation.py:442-455); the assistant role is "system" (sic).
+LLAMA3_TEMPLATE = Template(
+    "<|start_header_id|>user<|end_header_id|>\n\n",
+    "<|start_header_id|>system<|end_header_id|>\n\n",
+    "<|eot_id|>",
+)
+
+# The two language models of the original: checkpoint model_type -> (the language
+# model's transformers model_type, the template the builder pairs with it:
+# builder.py:71-86 loads LlavaLlamaForCausalLM for a "llama_3" version and
+# LlavaQwenForCausalLM otherwise).
+VARIANTS = {
+    "quicksviewer_qwen": ("qwen2", QWEN2_TEMPLATE),
+    "quicksviewer_llama": ("llama", LLAMA3_TEMPLATE),
+}
 
 # SigLIP features are resized from 27x27 to this grid (hard-coded interp=576 upstream).
 FEATURE_GRID = 24

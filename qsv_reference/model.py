@@ -1,6 +1,7 @@
 """The original Quicksviewer model in plain PyTorch + transformers.
 
-Loads an ORIGINAL-format checkpoint (``model_type: quicksviewer_qwen``) and follows
+Loads an ORIGINAL-format checkpoint (``model_type: quicksviewer_qwen``, or
+``quicksviewer_llama`` for the Llama-3.1 variant) and follows
 the op order of the original inference path (llava_arch.py, cubing_momentum.py,
 resampler_3d.py, siglip_encoder_custom.py) so that, given the same kernels, the
 intermediate tensors are the original's:
@@ -37,8 +38,8 @@ Resampler (``Resampler3D``)
   with the original formula and shapes and regrown when a cube ends past it.
 
 LLM
-  transformers' ``Qwen2ForCausalLM`` (SDPA; the original used flash-attention 2 on
-  GPU) with the checkpoint's Qwen2 weights. The projector is the identity. Each -200
+  transformers' ``Qwen2ForCausalLM`` or ``LlamaForCausalLM`` (SDPA; the original
+  used flash-attention 2 on GPU) with the checkpoint's language-model weights. The projector is the identity. Each -200
   sentinel becomes the 64 rows of its visual block; greedy decoding stops at
   ``tokenizer.eos_token_id`` like ``chat()``.
 """
@@ -61,6 +62,7 @@ from qsv_reference.constants import (
     FEATURE_GRID,
     FRAMES_PER_CUBE,
     IMAGE_TOKEN_INDEX,
+    VARIANTS,
     VIDEO_FPS,
     VIDEO_MAX_FRAMES,
 )
@@ -348,7 +350,7 @@ class QuicksviewerReference:
         vision_tower: str | Path | None = None,
         pixel_dtype: torch.dtype | None = torch.float16,
     ):
-        from transformers import AutoTokenizer, Qwen2Config, SiglipVisionConfig
+        from transformers import CONFIG_MAPPING, SiglipVisionConfig
 
         self.model_dir = Path(model_dir)
         self.dtype = dtype
@@ -367,13 +369,11 @@ class QuicksviewerReference:
                 "pass vision_tower="
             )
         self.tower_dir = tower_dir
-        text_config = Qwen2Config(
+        text_model_type, self.template = VARIANTS[self.config["model_type"]]
+        text_config = CONFIG_MAPPING[text_model_type](
             **{k: v for k, v in self.config.items() if k != "model_type"}
         )
-        # The Qwen2 config spares AutoTokenizer a look at the unknown model_type.
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            str(self.model_dir), config=text_config
-        )
+        self.tokenizer = ckpt.load_tokenizer(self.model_dir, text_config)
         self.image_processor = pre.load_image_processor(tower_dir)
         vision_config = SiglipVisionConfig.from_pretrained(str(tower_dir))
         hidden = text_config.hidden_size
@@ -412,12 +412,13 @@ class QuicksviewerReference:
                 )
 
     def _load_llm(self, text_config, state: dict):
-        """Qwen2ForCausalLM with every Qwen2 tensor of the checkpoint (strict)."""
-        from transformers import Qwen2ForCausalLM
+        """Qwen2ForCausalLM (LlamaForCausalLM for the Llama variant) with every
+        language-model tensor of the checkpoint (strict)."""
+        from transformers import AutoModelForCausalLM
 
         text_config._attn_implementation = "sdpa"
         with torch.device(self.device):
-            llm = Qwen2ForCausalLM._from_config(text_config, dtype=self.dtype)
+            llm = AutoModelForCausalLM.from_config(text_config, dtype=self.dtype)
         multimodal = (ckpt.TOWER_PREFIX, ckpt.RESAMPLER_PREFIX, ckpt.CUBING_PREFIX)
         llm_state = {
             name: tensor
@@ -523,7 +524,7 @@ class QuicksviewerReference:
         )
         pixels = self.pixels(frames.frames)
         message = pre.video_user_message(question, frames.timestamps, self.config)
-        prompt = pre.chat_prompt(message)
+        prompt = self.template.prompt(message)
         input_ids = pre.tokenize_with_sentinels(prompt, self.tokenizer)
         encoding = self.encode_video(pixels)
         num_frames_kept = len(frames.frames)
@@ -534,7 +535,7 @@ class QuicksviewerReference:
         ]
         cube_bound = [([(0, 1)] if thumbnail else []) + cubes]
         merged = pre.merge_cube_placeholders(
-            input_ids, videos_bound, cube_bound, self.config["pad_token_id"]
+            input_ids, videos_bound, cube_bound, self.config.get("pad_token_id")
         )
         features = encoding.features if thumbnail else encoding.features[1:]
         generation = self.generate(self.embed(merged, features), max_new_tokens)
@@ -561,14 +562,14 @@ class QuicksviewerReference:
         for image in images:
             if not isinstance(image, Image.Image):
                 image = Image.open(image).convert("RGB")
-            if self.config.get("image_aspect_ratio") == "anyres":
+            if ckpt.aspect_ratio(self.config) == "anyres":
                 image_views = pre.anyres_views(image, self.image_processor, pinpoints)
             else:
                 image_views = [image]
             views.extend(image_views)
             per_image.append(len(image_views))
         pixels = self.pixels(views)
-        prompt = pre.chat_prompt(
+        prompt = self.template.prompt(
             pre.image_user_message(question, per_image, self.config)
         )
         input_ids = pre.tokenize_with_sentinels(prompt, self.tokenizer)

@@ -18,12 +18,12 @@ Images (anyres)
   this gives 1 + {2, 3, 4} views per image.
 
 Prompt
-  ``conv_qwen2`` with NO system turn: ``<|im_start|>user\\n{message}<|im_end|>\\n
-  <|im_start|>assistant\\n``. ``chat()`` builds the message as ``"<image>\\n" +
-  question`` (one ``<image>`` per image, joined by newlines; literal ``<image>`` in the
+  ``conv_qwen2`` (or ``llama_3_chat`` for the Llama variant, constants.VARIANTS) with
+  NO system turn: ``<|im_start|>user\\n{message}<|im_end|>\\n<|im_start|>assistant\\n``.
+  ``chat()`` builds the message as ``"<image>\\n" + question`` (one ``<image>`` per image, joined by newlines; literal ``<image>`` in the
   question is deleted), ``preprocess_multimodal_video`` / ``_image`` strip it and
   expand each ``<image>``. ``tokenizer_image_token`` splits on ``<image>``, tokenizes
-  each chunk on its own (Qwen adds no BOS) and joins with -200 sentinels.
+  each chunk on its own (a BOS is kept once) and joins with -200 sentinels.
 
 Cubes
   ``merge_cube_placeholders`` is ``update_placeholders_by_cube``: within a video, every
@@ -42,14 +42,7 @@ from typing import Sequence
 import torch
 from PIL import Image
 
-from qsv_reference.constants import (
-    ASSISTANT_ROLE,
-    IMAGE_PLACEHOLDER,
-    IMAGE_TOKEN_INDEX,
-    MARKERS,
-    TURN_SEP,
-    USER_ROLE,
-)
+from qsv_reference.constants import IMAGE_PLACEHOLDER, IMAGE_TOKEN_INDEX, MARKERS
 
 
 def load_image_processor(tower_dir: Path):
@@ -188,21 +181,22 @@ def image_user_message(
     return out + message[start:]
 
 
-def chat_prompt(user_message: str) -> str:
-    """``conv_qwen2.get_prompt()`` for one user turn and the empty assistant flag."""
-    return USER_ROLE + user_message + TURN_SEP + ASSISTANT_ROLE
-
-
 def tokenize_with_sentinels(prompt: str, tokenizer) -> list[int]:
-    """``tokenizer_image_token``: chunks between ``<image>`` tokenized separately."""
+    """``tokenizer_image_token`` (utils/mm_utils.py:277-296): the chunks between
+    ``<image>`` are tokenized on their own, with the tokenizer's special tokens, and
+    joined by -200 sentinels. When the first chunk starts with the BOS (Llama-3), it
+    is kept once and the first token of EVERY chunk is dropped (the original assumes
+    each chunk starts with a BOS)."""
     chunks = [tokenizer(chunk).input_ids for chunk in prompt.split(IMAGE_PLACEHOLDER)]
-    ids = []
-    if chunks and chunks[0] and chunks[0][0] == tokenizer.bos_token_id:
-        raise ValueError("tokenizers that prepend a BOS are not supported")
+    ids, offset = [], 0
+    bos = tokenizer.bos_token_id
+    if chunks and chunks[0] and bos is not None and chunks[0][0] == bos:
+        offset = 1
+        ids.append(chunks[0][0])
     for i, chunk in enumerate(chunks):
         if i:
             ids.append(IMAGE_TOKEN_INDEX)
-        ids.extend(chunk)
+        ids.extend(chunk[offset:])
     return ids
 
 

@@ -3,7 +3,8 @@
 ``python -m tools.checkpoints.convert SRC DST [--vision-tower PATH]``
 
 SRC is a released / trained checkpoint (``model_type: quicksviewer_qwen``,
-``architectures: ["LlavaQwenForCausalLM"]``). SRC is never modified; DST gets
+``architectures: ["LlavaQwenForCausalLM"]``, or the Llama-3.1 variant
+``quicksviewer_llama`` / ``LlavaLlamaForCausalLM``). SRC is never modified; DST gets
 
 * ``config.json`` (below); ``config.original.json``: SRC's config, verbatim;
 * the weight files hard-linked from SRC (copied across filesystems), keys unchanged:
@@ -30,7 +31,8 @@ Keys of the converted ``config.json``::
 
     model_type                 "quicksviewer"
     architectures              ["QuicksviewerForCausalLM"]
-    text_config                Qwen2 config dict (model_type "qwen2"; hidden_size,
+    text_config                Qwen2 (model_type "qwen2") or, for the Llama variant,
+                               Llama (model_type "llama") config dict (hidden_size,
                                intermediate_size, num_hidden_layers,
                                num_attention_heads, num_key_value_heads, vocab_size,
                                rope_theta, rms_norm_eps, max_position_embeddings,
@@ -49,13 +51,14 @@ Keys of the converted ``config.json``::
     num_queries                tokens per cube / image view (64)
     resampler_num_heads        MHA heads of the resampler (``num_heads``, else
                                hidden // 128 like the original)
-    resampler_max_size         initial [T, H, W] of the 3D sin-cos table ([300, 24, 24])
     vision_feature_size        side of the resized SigLIP grid (24: 27x27 -> 24x24)
     cubing_momentum            0.8
     cubing_frames_per_cube     5 (k = max(round(N / 5) - 1, 1) boundaries)
     cubing_temperature         0.5
     use_thumbnail              mm_use_thumbnail
-    image_aspect_ratio         "anyres"
+    image_aspect_ratio         "anyres", or "square" for every value that takes the
+                               original's plain resize (None, "square", ...);
+                               "pad", "highres", "crop_split" are refused
     image_grid_pinpoints       [[w, h], ...] parsed from the original string
     video_max_frames           420 (serve/cli.py and eval defaults)
     video_fps                  1
@@ -127,6 +130,15 @@ QWEN2_KEYS = (
     "torch_dtype",
 )
 QWEN2_REQUIRED = QWEN2_KEYS[:6]
+# Llama-3.1's keys (LlamaConfig); the converter refuses pretraining_tp != 1 and the
+# biases (qsv_reference.checkpoint.check_supported).
+LLAMA_KEYS = tuple(
+    key
+    for key in QWEN2_KEYS
+    if key not in ("use_sliding_window", "sliding_window", "max_window_layers")
+) + ("attention_bias", "mlp_bias", "head_dim", "pretraining_tp")
+TEXT_KEYS = {"qwen2": QWEN2_KEYS, "llama": LLAMA_KEYS}
+TEXT_ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}
 
 SIGLIP_KEYS = (
     "hidden_size",
@@ -306,12 +318,11 @@ def _check_tower_shapes(vision: dict, shapes: dict, source: str) -> None:
 
 
 def _load_tokenizer(src: Path, text_config: dict):
-    from transformers import AutoTokenizer, Qwen2Config
+    from transformers import CONFIG_MAPPING
 
+    config = CONFIG_MAPPING[text_config["model_type"]](**text_config)
     try:
-        return AutoTokenizer.from_pretrained(
-            str(src), config=Qwen2Config(**text_config)
-        )
+        return ckpt.load_tokenizer(src, config)
     except (OSError, ValueError) as exc:
         raise ConvertError(f"cannot load the tokenizer of {src}: {exc}") from None
 
@@ -334,11 +345,13 @@ def _marker_ids(tokenizer, vocab_size: int) -> dict[str, int]:
 
 
 def _text_config(original: dict) -> dict:
+    """The language model's config: Qwen2's or Llama's keys, by the variant."""
+    model_type = ckpt.VARIANTS[original["model_type"]][0]
     missing = [key for key in QWEN2_REQUIRED if key not in original]
     if missing:
-        raise ConvertError(f"config.json lacks the Qwen2 keys {missing}")
-    text = {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}
-    text.update({key: original[key] for key in QWEN2_KEYS if key in original})
+        raise ConvertError(f"config.json lacks the {model_type} keys {missing}")
+    text = {"model_type": model_type, "architectures": [TEXT_ARCHITECTURES[model_type]]}
+    text.update({key: original[key] for key in TEXT_KEYS[model_type] if key in original})
     return text
 
 
@@ -455,15 +468,15 @@ def convert_checkpoint(
         "torch_dtype": text.get("torch_dtype", "bfloat16"),
         "num_queries": int(original.get("num_queries", 64)),
         "resampler_num_heads": int(original.get("num_heads") or hidden // 128),
-        "resampler_max_size": [int(v) for v in original.get("max_size", [300, 24, 24])],
         "vision_feature_size": FEATURE_GRID,
         "cubing_momentum": CUBING_MOMENTUM,
         "cubing_frames_per_cube": FRAMES_PER_CUBE,
         "cubing_temperature": CUBING_TEMPERATURE,
         "use_thumbnail": use_thumbnail,
-        "image_aspect_ratio": original.get("image_aspect_ratio", "anyres"),
+        "image_aspect_ratio": ckpt.aspect_ratio(original),
         "image_grid_pinpoints": [
-            list(p) for p in parse_grid_pinpoints(original["image_grid_pinpoints"])
+            list(p)
+            for p in parse_grid_pinpoints(original.get("image_grid_pinpoints") or "[]")
         ],
         "video_max_frames": VIDEO_MAX_FRAMES,
         "video_fps": VIDEO_FPS,

@@ -65,6 +65,7 @@ from tools.checkpoints.convert import so400m_preprocessor
 from tools.checkpoints.tokenizer import (
     TOKENIZER_FILES,
     TokenizerBuildError,
+    build_bpe_tokenizer,
     cached_quicksviewer_tokenizer,
 )
 
@@ -162,7 +163,11 @@ def tower_config(shape: Shape = SHAPES["tiny"]) -> dict:
 
 
 def original_config(
-    tokenizer, vocab_size: int, dtype: str, shape: Shape = SHAPES["tiny"]
+    tokenizer,
+    vocab_size: int,
+    dtype: str,
+    shape: Shape = SHAPES["tiny"],
+    variant: str = "qwen",
 ) -> dict:
     """The checkpoint ``config.json`` as the original training run would save it.
 
@@ -172,15 +177,19 @@ def original_config(
     image_grid_pinpoints, mm_use_{im,patch,video,thumbnail}_start_end, pad_token_id.
     The rest is written by the original but ignored at inference (mm_vision_select_*,
     kv_dim, embed_dim, adaptive, use_mm_proj, cubing_type, tune/freeze flags, ...).
-    Token ids come from the tokenizer.
+    Token ids come from the tokenizer. ``variant`` "llama" gives the Llama-3.1
+    variant (``quicksviewer_llama``, ``LlavaLlamaForCausalLM``, Llama-3.1's keys).
     """
     hidden = shape.text["hidden_size"]
-    return {
+    bos = tokenizer.bos_token_id
+    if bos is None:  # Qwen2.5: no BOS, config.json names <|endoftext|>
+        bos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    config = {
         "architectures": ["LlavaQwenForCausalLM"],
         "model_type": "quicksviewer_qwen",
         "adaptive": True,
         "attention_dropout": 0.0,
-        "bos_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        "bos_token_id": bos,
         "cubing_type": "momentum",
         "cubing_vit_forward_n_layers": -1,
         "embed_dim": hidden,
@@ -223,16 +232,48 @@ def original_config(
         "vocab_size": vocab_size,
         **shape.text,
     }
+    if variant == "llama":
+        for key in ("max_window_layers", "sliding_window", "use_sliding_window"):
+            del config[key]
+        config.update(LLAMA_KEYS)
+    elif variant != "qwen":
+        raise ValueError(f"variant must be 'qwen' or 'llama', not {variant!r}")
+    return config
+
+
+# What a Llama-3.1 based checkpoint has instead of Qwen2's keys (Llama-3.1-8B's
+# config.json: llama3 rope scaling, no biases).
+LLAMA_KEYS = {
+    "architectures": ["LlavaLlamaForCausalLM"],
+    "model_type": "quicksviewer_llama",
+    "attention_bias": False,
+    "mlp_bias": False,
+    "pretraining_tp": 1,
+    "rope_theta": 500000.0,
+    "rope_scaling": {
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+        "rope_type": "llama3",
+    },
+    "rms_norm_eps": 1e-05,
+}
 
 
 def generation_config(tokenizer) -> dict:
-    """Qwen2.5-7B-Instruct's ``generation_config.json`` (ids from the tokenizer)."""
+    """Qwen2.5-7B-Instruct's ``generation_config.json`` (ids from the tokenizer; a
+    tokenizer without Qwen's <|endoftext|> gets its own BOS and EOS)."""
     endoftext = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    if endoftext is None or endoftext == tokenizer.unk_token_id:
+        bos, eos = tokenizer.bos_token_id, [tokenizer.eos_token_id]
+    else:
+        bos, eos = endoftext, [tokenizer.eos_token_id, endoftext]
     return {
-        "bos_token_id": endoftext,
+        "bos_token_id": bos,
         "pad_token_id": tokenizer.pad_token_id,
         "do_sample": True,
-        "eos_token_id": [tokenizer.eos_token_id, endoftext],
+        "eos_token_id": eos,
         "repetition_penalty": 1.05,
         "temperature": 0.7,
         "top_p": 0.8,
@@ -318,7 +359,8 @@ def _multimodal_weights(init: _Init, shape: Shape) -> None:
     init.linear(f"{c}thumbnail_fn.1", dim, kv_dim)
 
 
-def _qwen2_weights(init: _Init, vocab_size: int, text: dict) -> None:
+def _llm_weights(init: _Init, vocab_size: int, text: dict, qkv_bias: bool) -> None:
+    """Qwen2 (q/k/v biases) or Llama (none) decoder weights."""
     dim, inter = text["hidden_size"], text["intermediate_size"]
     head_dim = dim // text["num_attention_heads"]
     kv = text["num_key_value_heads"] * head_dim
@@ -326,9 +368,9 @@ def _qwen2_weights(init: _Init, vocab_size: int, text: dict) -> None:
     for i in range(text["num_hidden_layers"]):
         layer = f"model.layers.{i}."
         init.norm(f"{layer}input_layernorm", dim, bias=False)
-        init.linear(f"{layer}self_attn.q_proj", dim, dim)
-        init.linear(f"{layer}self_attn.k_proj", kv, dim)
-        init.linear(f"{layer}self_attn.v_proj", kv, dim)
+        init.linear(f"{layer}self_attn.q_proj", dim, dim, bias=qkv_bias)
+        init.linear(f"{layer}self_attn.k_proj", kv, dim, bias=qkv_bias)
+        init.linear(f"{layer}self_attn.v_proj", kv, dim, bias=qkv_bias)
         init.linear(f"{layer}self_attn.o_proj", dim, dim, bias=False)
         init.norm(f"{layer}post_attention_layernorm", dim, bias=False)
         init.linear(f"{layer}mlp.gate_proj", inter, dim, bias=False)
@@ -373,12 +415,17 @@ def make_tiny_checkpoint(
     tokenizer_cache_dir: Path | None = None,
     shape: str = "tiny",
     device: str = "cpu",
+    variant: str = "qwen",
+    tokenizer: str = "qwen",
 ) -> Path:
     """Write a random Quicksviewer checkpoint (original format) into ``out_dir``.
 
     ``shape`` is a key of ``SHAPES``: "tiny" for tests, "7b" for the released
-    model's sizes (generate those on a GPU: ``device="cuda"``). Deterministic:
-    the same seed, dtype, shape and device give byte-identical files.
+    model's sizes (generate those on a GPU: ``device="cuda"``). ``variant`` is the
+    language model ("qwen": Qwen2, "llama": Llama-3.1 keys and weights);
+    ``tokenizer`` "qwen" is Qwen2.5's + the markers, "bpe" a locally trained
+    byte-level BPE with a BOS and Llama-3's turn tokens (tokenizer.py) + the
+    markers. Deterministic: the same arguments give byte-identical files.
     """
     from safetensors.torch import save_file
     from transformers import AutoTokenizer
@@ -387,9 +434,14 @@ def make_tiny_checkpoint(
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer_dir = cached_quicksviewer_tokenizer(tokenizer_cache_dir)
-    for name in TOKENIZER_FILES:
-        shutil.copyfile(tokenizer_dir / name, out_dir / name)
+    if tokenizer == "qwen":
+        tokenizer_dir = cached_quicksviewer_tokenizer(tokenizer_cache_dir)
+        for name in TOKENIZER_FILES:
+            shutil.copyfile(tokenizer_dir / name, out_dir / name)
+    elif tokenizer == "bpe":
+        build_bpe_tokenizer(out_dir)
+    else:
+        raise ValueError(f"tokenizer must be 'qwen' or 'bpe', not {tokenizer!r}")
     tokenizer = AutoTokenizer.from_pretrained(str(out_dir))
     vocab_size = len(tokenizer)
     for marker in MARKERS.values():
@@ -400,13 +452,13 @@ def make_tiny_checkpoint(
     init = _Init(seed, device)
     _siglip_weights(init, TOWER_PREFIX, sizes.vision)
     _multimodal_weights(init, sizes)
-    _qwen2_weights(init, vocab_size, sizes.text)
+    _llm_weights(init, vocab_size, sizes.text, qkv_bias=variant == "qwen")
     torch_dtype = DTYPES[dtype]
     _save_sharded(out_dir, {k: v.to(torch_dtype) for k, v in init.tensors.items()})
     del init
     _write_json(
         out_dir / "config.json",
-        original_config(tokenizer, vocab_size, dtype, sizes),
+        original_config(tokenizer, vocab_size, dtype, sizes, variant),
     )
     _write_json(out_dir / "generation_config.json", generation_config(tokenizer))
 
@@ -436,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
     parser.add_argument("--device", default="cpu", help="where to draw the weights")
+    parser.add_argument("--variant", choices=("qwen", "llama"), default="qwen")
+    parser.add_argument("--tokenizer", choices=("qwen", "bpe"), default="qwen")
     args = parser.parse_args(argv)
     try:
         make_tiny_checkpoint(
@@ -445,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
             tokenizer_cache_dir=args.cache_dir,
             shape=args.shape,
             device=args.device,
+            variant=args.variant,
+            tokenizer=args.tokenizer,
         )
     except TokenizerBuildError as exc:
         print(f"error: {exc}", file=sys.stderr)

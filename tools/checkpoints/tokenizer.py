@@ -487,6 +487,86 @@ def build_quicksviewer_tokenizer(
     return marker_ids
 
 
+# A locally trained byte-level BPE laid out like Llama-3's tokenizer: it prepends a
+# BOS (a TemplateProcessing post-processor, as Llama-3's tokenizer.json does), has
+# Llama-3's header and turn tokens, and a small vocabulary whose ids are nothing like
+# Qwen's. It stands in for every non-Qwen tokenizer (and for the Llama-3.1 variant's
+# tokenizer, which cannot be downloaded here).
+BPE_BOS = "<|begin_of_text|>"
+BPE_EOS = "<|eot_id|>"
+BPE_PAD = "<|reserved_special_token_0|>"
+BPE_SPECIAL_TOKENS = (
+    BPE_BOS,
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    BPE_EOS,
+    BPE_PAD,
+)
+BPE_VOCAB_SIZE = 1024
+
+
+def _bpe_corpus():
+    """A fixed training text: chat words, timestamps and digits, ASCII words."""
+    words = (
+        "what is happening in the video describe this image user system assistant "
+        "the a of and to it on with for as at by from that this which who where "
+        "when why how man woman dog cat car tree house street sky water red blue "
+        "green yellow black white left right top bottom first then finally answer "
+        "question option best letter frame second minute scene event people"
+    ).split()
+    for i in range(400):
+        yield " ".join(words[(i * 7 + j) % len(words)] for j in range(12)) + "."
+        yield f"{i / 2:.1f} {i}.5 {i * 37 % 1000} (A) (B) (C) (D) \n\n"
+
+
+def build_bpe_tokenizer(
+    out_dir: Path,
+    *,
+    vocab_size: int = BPE_VOCAB_SIZE,
+    model_max_length: int = QUICKSVIEWER_MODEL_MAX_LENGTH,
+) -> dict[str, int]:
+    """Train the BPE above, add the 8 markers as the original does, save the
+    tokenizer into ``out_dir``; return the marker ids. Deterministic."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from tokenizers import trainers
+    from transformers import PreTrainedTokenizerFast
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(BPE_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(_bpe_corpus(), trainer)
+    bos_id = backend.token_to_id(BPE_BOS)
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{BPE_BOS} $A", pair=f"{BPE_BOS} $A $B", special_tokens=[(BPE_BOS, bos_id)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=BPE_BOS,
+        eos_token=BPE_EOS,
+        pad_token=BPE_PAD,
+        model_max_length=model_max_length,
+        padding_side="right",
+    )
+    marker_ids = add_quicksviewer_markers(tokenizer)
+    tokenizer.save_pretrained(str(out_dir))
+    # the class name transformers 4.44 (the original's) also knows
+    config_path = out_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config.pop("backend", None)
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    _write_json(config_path, config)
+    return marker_ids
+
+
 def _source_stamp() -> str:
     """Cache key of the built tokenizers: the sha256 of this module's source."""
     return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()

@@ -13,7 +13,7 @@
 # ==============================================================================
 """Configuration of Quicksviewer (arXiv 2504.15270).
 
-Quicksviewer is a Qwen2 language model, a SigLIP vision tower, a "cubing"
+Quicksviewer is a Qwen2 (or Llama-3.1) language model, a SigLIP vision tower, a "cubing"
 network that cuts a video into variable-length cubes, and a 3D perceiver
 resampler that turns every cube (and a thumbnail) into ``num_queries`` tokens.
 
@@ -27,7 +27,12 @@ project's ``convert`` tool) use ``model_type: quicksviewer`` and
 
 from typing import Any, Dict, List, Optional, Union
 
-from transformers import PretrainedConfig, Qwen2Config, SiglipVisionConfig
+from transformers import (
+    CONFIG_MAPPING,
+    AutoConfig,
+    PretrainedConfig,
+    SiglipVisionConfig,
+)
 
 # The 8 marker tokens of the original tokenizer, in the order the original adds them.
 QUICKSVIEWER_MARKERS = (
@@ -53,6 +58,13 @@ DEFAULT_IMAGE_GRID_PINPOINTS = [
 ]
 
 
+# The language models of the two released variants (text_config.model_type).
+TEXT_MODEL_TYPES = ("qwen2", "llama")
+# "anyres" tiles, or "square": the original's plain resize of each image to one view
+# (its process_images else branch); the converter refuses the other values.
+IMAGE_ASPECT_RATIOS = ("anyres", "square")
+
+
 def _sub_config(cls, value):
     """A sub-config given as a dict, an instance or None (the defaults)."""
     if isinstance(value, cls):
@@ -60,17 +72,30 @@ def _sub_config(cls, value):
     return cls(**(value or {}))
 
 
+def _text_config(value) -> PretrainedConfig:
+    """The language model's config: Qwen2 (the default) or Llama."""
+    if isinstance(value, PretrainedConfig):
+        return value
+    value = dict(value or {})
+    model_type = value.pop("model_type", "qwen2")
+    if model_type not in TEXT_MODEL_TYPES:
+        raise ValueError(
+            f"text_config.model_type {model_type!r} is not supported; "
+            f"expected one of {TEXT_MODEL_TYPES}"
+        )
+    return CONFIG_MAPPING[model_type](**value)
+
+
 class QuicksviewerConfig(PretrainedConfig):
     model_type = "quicksviewer"
-    sub_configs = {"text_config": Qwen2Config, "vision_config": SiglipVisionConfig}
+    sub_configs = {"text_config": AutoConfig, "vision_config": SiglipVisionConfig}
 
     def __init__(
         self,
-        text_config: Optional[Union[Dict[str, Any], Qwen2Config]] = None,
+        text_config: Optional[Union[Dict[str, Any], PretrainedConfig]] = None,
         vision_config: Optional[Union[Dict[str, Any], SiglipVisionConfig]] = None,
         num_queries: int = 64,
         resampler_num_heads: Optional[int] = None,
-        resampler_max_size: Optional[List[int]] = None,
         vision_feature_size: int = 24,
         cubing_momentum: float = 0.8,
         cubing_frames_per_cube: int = 5,
@@ -87,7 +112,7 @@ class QuicksviewerConfig(PretrainedConfig):
         pad_token_id: Optional[int] = None,
         **kwargs,
     ):
-        self.text_config = text_config = _sub_config(Qwen2Config, text_config)
+        self.text_config = text_config = _text_config(text_config)
         self.vision_config = _sub_config(SiglipVisionConfig, vision_config)
 
         for marker in QUICKSVIEWER_MARKERS:
@@ -97,12 +122,16 @@ class QuicksviewerConfig(PretrainedConfig):
         self.num_queries = num_queries
         # The original resampler uses one head per 128 channels unless told otherwise.
         self.resampler_num_heads = resampler_num_heads or text_config.hidden_size // 128
-        self.resampler_max_size = list(resampler_max_size or [300, 24, 24])
         self.vision_feature_size = vision_feature_size
         self.cubing_momentum = cubing_momentum
         self.cubing_frames_per_cube = cubing_frames_per_cube
         self.cubing_temperature = cubing_temperature
         self.use_thumbnail = use_thumbnail
+        if image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
+            raise ValueError(
+                f"image_aspect_ratio {image_aspect_ratio!r} is not supported; "
+                f"expected one of {IMAGE_ASPECT_RATIOS}"
+            )
         self.image_aspect_ratio = image_aspect_ratio
         self.image_grid_pinpoints = [
             list(p) for p in (image_grid_pinpoints or DEFAULT_IMAGE_GRID_PINPOINTS)

@@ -54,11 +54,15 @@ from sglang.srt.managers.schedule_batch import (
 from sglang.srt.model_executor.forward_batch_info import ForwardBatch
 from sglang.srt.model_loader.weight_utils import default_weight_loader
 from sglang.srt.models.idefics2 import Idefics2VisionTransformer
+from sglang.srt.models.llama import LlamaForCausalLM
 from sglang.srt.models.qwen2 import Qwen2ForCausalLM
 from sglang.srt.models.utils import WeightsMapper
 from sglang.srt.utils import add_prefix
 
 logger = logging.getLogger(__name__)
+
+# SGLang's own language model for each variant (config.text_config.model_type).
+LANGUAGE_MODELS = {"qwen2": Qwen2ForCausalLM, "llama": LlamaForCausalLM}
 
 
 def _sincos_1d(embed_dim: int, positions: torch.Tensor) -> torch.Tensor:
@@ -388,7 +392,8 @@ class QuicksviewerForCausalLM(nn.Module):
         self.resampler = QuicksviewerResampler(
             config, prefix=add_prefix("resampler", prefix)
         )
-        self.language_model = Qwen2ForCausalLM(
+        language_model_class = LANGUAGE_MODELS[config.text_config.model_type]
+        self.language_model = language_model_class(
             config.text_config,
             quant_config=quant_config,
             prefix=add_prefix("language_model", prefix),
@@ -472,11 +477,13 @@ class QuicksviewerForCausalLM(nn.Module):
     ) -> List[int]:
         """Write the final prompt layout and the pad values of every item.
 
-        The processor emits, per video, a thumbnail run and one run of
-        K * Q placeholders. Here the video is cubed, each cube's run is preceded
-        by the token ids of its first frame's timestamp (exactly as the original
-        keeps them), the item gets one offset per 64-token block and its
-        embeddings as ``precomputed_embeddings``. Image runs are only padded.
+        The processor emits, per video, a thumbnail run (unless the checkpoint
+        has ``use_thumbnail: false``) and one run of K * Q placeholders. Here the
+        video is cubed, each cube's run is preceded by the token ids of its first
+        frame's timestamp (exactly as the original keeps them; frame 0's are
+        already in the prompt, in the original's chunk before the first frame),
+        the item gets one offset per 64-token block and its embeddings as
+        ``precomputed_embeddings``. Image runs are only padded.
         """
         items = sorted(mm_inputs.mm_items, key=lambda item: item.offsets[0][0])
         out: List[int] = []
@@ -499,7 +506,7 @@ class QuicksviewerForCausalLM(nn.Module):
     def _layout_video(
         self, item: MultimodalDataItem, input_ids: Sequence[int], out: List[int]
     ) -> List[Tuple[int, int]]:
-        (thumb_start, thumb_end), (cubes_start, _) = item.offsets
+        cubes_start = item.offsets[-1][0]
         t_start, t0 = time.time(), time.perf_counter()
         num_frames = item.feature.shape[0]
         key = item.model_specific_data.get("content_digest")
@@ -513,9 +520,14 @@ class QuicksviewerForCausalLM(nn.Module):
             embeddings, starts = cached
         num_queries = embeddings.shape[1]
         timestamps = item.model_specific_data["timestamp_token_ids"]
-        offsets = [(len(out), len(out) + num_queries - 1)]
-        out.extend([item.pad_value] * num_queries)
-        out.extend(input_ids[thumb_end + 1 : cubes_start])
+        offsets = []
+        if self.config.use_thumbnail:
+            thumb_end = item.offsets[0][1]
+            offsets.append((len(out), len(out) + num_queries - 1))
+            out.extend([item.pad_value] * num_queries)
+            out.extend(input_ids[thumb_end + 1 : cubes_start])
+        else:
+            embeddings = embeddings[1:]
         for start in starts:
             out.extend(timestamps[start])
             offsets.append((len(out), len(out) + num_queries - 1))

@@ -27,12 +27,17 @@ Frames, pixels and prompt expansion follow the original implementation:
   (a quarter of fp32, half of fp16), through SGLang's CUDA IPC pool when the
   server uses it, with their hash computed here, in parallel, once;
 * images: "anyres" tiles (a 384x384 base view plus the 384x384 tiles of the
-  image resized and padded to the best grid pinpoint);
-* prompt: a video becomes ``<video_start><thumbnail_start>[64]<thumbnail_end>``
-  followed by one 64-token block per cube and ``<video_end>``; the model's
-  ``pad_input_ids`` inserts the timestamp of each cube's first frame once the
-  cubes are known. An image becomes ``<im_start>(<patch_start>[64]<patch_end>)
-  x tiles<im_end>``.
+  image resized and padded to the best grid pinpoint), or one resized view
+  (``image_aspect_ratio: square``);
+* prompt: the original's expansion (``preprocess_multimodal_video`` / ``_image``
+  with the checkpoint's thumbnail and marker flags) tokenized chunk by chunk like
+  ``tokenizer_image_token``, so any tokenizer gives the original's ids (a BOS
+  once, if the tokenizer adds one). A video becomes
+  ``<video_start><thumbnail_start>[64]<thumbnail_end>{t0}`` followed by one
+  64-token block per cube and ``<video_end>``; the model's ``pad_input_ids``
+  inserts the timestamp of each later cube's first frame once the cubes are
+  known. An image becomes ``<im_start>(<patch_start>[64]<patch_end>) x
+  views<im_end>``.
 """
 
 import asyncio
@@ -49,6 +54,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sglang.srt.configs.quicksviewer import QUICKSVIEWER_MARKERS
 from sglang.srt.managers.schedule_batch import (
     Modality,
     MultimodalDataItem,
@@ -77,9 +83,7 @@ logger = logging.getLogger(__name__)
 
 IMAGE_PLACEHOLDER = "<image>"
 VIDEO_PLACEHOLDER = "<video>"
-# Qwen2.5 tokens that stand for visual positions until pad_input_ids fills them.
-IMAGE_PAD_TOKEN = "<|image_pad|>"
-VIDEO_PAD_TOKEN = "<|video_pad|>"
+MARKER_TEXT = {name: f"<{name}>" for name in QUICKSVIEWER_MARKERS}
 # Bounds of the per-request frame sampling (video_url fps / max_frames).
 MAX_SAMPLING_FPS = 60.0
 MAX_SAMPLED_FRAMES = 1024
@@ -142,14 +146,19 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         tokenizer = self._tokenizer
         self.markers = hf_config.marker_token_ids()
         for name, token_id in self.markers.items():
-            found = tokenizer.convert_tokens_to_ids(f"<{name}>")
+            found = tokenizer.convert_tokens_to_ids(MARKER_TEXT[name])
             if found != token_id:
                 raise ValueError(
                     f"config says <{name}> is token {token_id}, the tokenizer says "
                     f"{found}; the checkpoint's config and tokenizer do not match"
                 )
-        self.image_pad_id = self._special_token_id(IMAGE_PAD_TOKEN)
-        self.video_pad_id = self._special_token_id(VIDEO_PAD_TOKEN)
+        # Visual positions are located by the items' offsets and overwritten with
+        # pad values in pad_input_ids before anything embeds them (the original
+        # marks them with -200, outside the vocabulary). Until then they hold an
+        # id the tokenizer is known to have: its <im_start> / <video_start>.
+        self.image_placeholder_id = self.markers["im_start"]
+        self.video_placeholder_id = self.markers["video_start"]
+        self.config = hf_config
         self.num_queries = hf_config.num_queries
         self.tile_size = hf_config.vision_config.image_size
         self.pinpoints = hf_config.image_grid_pinpoints
@@ -173,12 +182,6 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         self.placeholder_regex = re.compile(
             f"({re.escape(IMAGE_PLACEHOLDER)}|{re.escape(VIDEO_PLACEHOLDER)})"
         )
-
-    def _special_token_id(self, token: str) -> int:
-        token_id = self._tokenizer.convert_tokens_to_ids(token)
-        if token_id is None or token_id == self._tokenizer.unk_token_id:
-            raise ValueError(f"the tokenizer has no {token} token")
-        return token_id
 
     def _load_pixel_config(self, model_path: str) -> None:
         """SigLIP's preprocessing from the checkpoint's preprocessor_config.json
@@ -328,7 +331,10 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
             raise ValueError(
                 f"Could not open the image: {type(e).__name__}: {e}"
             ) from e
-        tiles = anyres_tiles(image, self.pinpoints, self.tile_size)
+        if self.config.image_aspect_ratio == "anyres":
+            tiles = anyres_tiles(image, self.pinpoints, self.tile_size)
+        else:  # the original's plain resize: one view
+            tiles = [image]
         frames = torch.from_numpy(np.stack([np.asarray(t) for t in tiles]))
         return resize_bicubic(frames, self.pixel_size)
 
@@ -339,40 +345,45 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         return frames.cpu()
 
     # ----------------------------------------------------------------- prompt
-    def _encode(self, text: str) -> List[int]:
-        return self._tokenizer.encode(text, add_special_tokens=False)
+    def _video_segments(self, timestamps: List[str], media: int) -> list:
+        """``preprocess_multimodal_video``: text and visual positions of a video
+        (one per frame, after the frame's timestamp; the thumbnail first)."""
+        c, marker = self.config, MARKER_TEXT
+        segments = []
+        for index, timestamp in enumerate(timestamps):
+            segments += [timestamp, ("frame", media, index)]
+        if c.use_thumbnail:
+            thumbnail = [("thumbnail", media, 0)]
+            if c.mm_use_thumbnail_start_end:
+                thumbnail = (
+                    [marker["thumbnail_start"]] + thumbnail + [marker["thumbnail_end"]]
+                )
+            segments = thumbnail + segments
+        if c.mm_use_video_start_end:
+            segments = [marker["video_start"]] + segments + [marker["video_end"]]
+        return segments
 
-    def _video_ids(self, num_frames: int) -> List[int]:
-        """Ids of a video before the cubes are known: the thumbnail run, then
-        one run for all cubes (pad_input_ids adds their timestamps)."""
-        q, m = self.num_queries, self.markers
-        num_cubes = QuicksviewerCubing.num_boundaries(num_frames, self.frames_per_cube)
-        num_cubes += 1
-        return (
-            [m["video_start"], m["thumbnail_start"]]
-            + [self.video_pad_id] * q
-            + [m["thumbnail_end"]]
-            + [self.video_pad_id] * (q * num_cubes)
-            + [m["video_end"]]
-        )
+    def _image_segments(self, num_views: int, media: int) -> list:
+        """``preprocess_multimodal_image``: text and one visual position per view."""
+        c, marker = self.config, MARKER_TEXT
+        view = [("view", media, 0)]
+        if c.mm_use_patch_start_end:
+            view = [marker["patch_start"]] + view + [marker["patch_end"]]
+        segments = view * num_views
+        if c.mm_use_im_start_end:
+            segments = [marker["im_start"]] + segments + [marker["im_end"]]
+        return segments
 
-    def _image_ids(self, num_tiles: int) -> List[int]:
-        q, m = self.num_queries, self.markers
-        tile = [m["patch_start"]] + [self.image_pad_id] * q + [m["patch_end"]]
-        return [m["im_start"]] + tile * num_tiles + [m["im_end"]]
-
-    @staticmethod
-    def _runs(ids: List[int], pad_id: int, base: int) -> List[Tuple[int, int]]:
-        """Inclusive (start, end) of every run of ``pad_id``, offset by ``base``."""
-        runs = []
-        for i, token in enumerate(ids):
-            if token != pad_id:
-                continue
-            if runs and runs[-1][1] == base + i - 1:
-                runs[-1] = (runs[-1][0], base + i)
-            else:
-                runs.append((base + i, base + i))
-        return runs
+    def _tokenize_chunks(self, chunks: List[str]) -> List[List[int]]:
+        """``tokenizer_image_token``: every chunk between two visual positions is
+        tokenized on its own, with the tokenizer's special tokens; a BOS the
+        tokenizer puts first is kept once (the first token of every chunk is
+        dropped then, as the original does)."""
+        encoded = [self._tokenizer(chunk).input_ids for chunk in chunks]
+        bos = self._tokenizer.bos_token_id
+        if not (encoded[0] and bos is not None and encoded[0][0] == bos):
+            return encoded
+        return [[bos] + encoded[0][1:]] + [ids[1:] for ids in encoded[1:]]
 
     async def process_mm_data_async(
         self, image_data, audio_data, input_text, request_obj, **kwargs
@@ -412,14 +423,16 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
             await asyncio.gather(*images)
         )
 
-        input_ids: List[int] = []
+        # The prompt as the original expands it: text, and a (kind, media, index)
+        # per visual position (the thumbnail, every frame of a video, image views).
+        segments: list = []
         items: List[MultimodalDataItem] = []
+        num_cubes: List[int] = []
         for part in parts:
             if part == VIDEO_PLACEHOLDER:
                 frames, timestamps, digest = next(videos)
-                ids, pad_id = self._video_ids(frames.shape[0]), self.video_pad_id
                 data = {
-                    "timestamp_token_ids": [self._encode(t) for t in timestamps],
+                    "timestamp_token_ids": [[]],
                     "pixel_table": self.pixel_table,
                     "content_digest": digest,
                 }
@@ -431,23 +444,60 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
                     model_specific_data=data,
                 )
                 item.hash = int(digest[:16], 16)
+                segments += self._video_segments(timestamps, len(items))
+                num_cubes.append(
+                    1
+                    + QuicksviewerCubing.num_boundaries(
+                        len(timestamps), self.frames_per_cube
+                    )
+                )
             elif part == IMAGE_PLACEHOLDER:
                 frames = next(images)
-                ids, pad_id = self._image_ids(frames.shape[0]), self.image_pad_id
                 item = MultimodalDataItem(
                     modality=Modality.IMAGE,
                     feature=frames,
                     model_specific_data={"pixel_table": self.pixel_table},
                 )
+                segments += self._image_segments(frames.shape[0], len(items))
+                num_cubes.append(0)
             else:
-                input_ids += self._encode(part)
+                segments.append(part)
                 continue
-            item.offsets = self._runs(ids, pad_id, len(input_ids))
-            input_ids += ids
+            item.offsets = []
             items.append(item)
+        chunks, visuals = [""], []
+        for segment in segments:
+            if isinstance(segment, str):
+                chunks[-1] += segment
+            else:
+                visuals.append(segment)
+                chunks.append("")
+        chunk_ids = self._tokenize_chunks(chunks)
+
+        # Every visual position becomes Q placeholders, except that the frames of
+        # a video share one run of (number of cubes) * Q: once the cubes are
+        # known, pad_input_ids keeps the timestamp of each cube's first frame (the
+        # chunk before that frame; frame 0's chunk stays in the prompt).
+        q = self.num_queries
+        input_ids: List[int] = list(chunk_ids[0])
+        for (kind, media, index), ids in zip(visuals, chunk_ids[1:]):
+            item = items[media]
+            if kind != "frame" or index == 0:
+                run = q * num_cubes[media] if kind == "frame" else q
+                item.offsets.append((len(input_ids), len(input_ids) + run - 1))
+                placeholder = (
+                    self.video_placeholder_id
+                    if item.is_video()
+                    else self.image_placeholder_id
+                )
+                input_ids += [placeholder] * run
+            if kind == "frame" and index + 1 < item.feature.shape[0]:
+                item.model_specific_data["timestamp_token_ids"].append(ids)
+            else:
+                input_ids += ids
         return MultimodalProcessorOutput(
             input_ids=input_ids,
             mm_items=items,
-            im_token_id=self.image_pad_id,
-            video_token_id=self.video_pad_id,
+            im_token_id=self.image_placeholder_id,
+            video_token_id=self.video_placeholder_id,
         )
