@@ -1,0 +1,92 @@
+"""Run Quicksviewer's SGLang processor and pad_input_ids (the final prompt layout,
+cubing included) for a list of requests, in this process.
+
+Usage: sglang_layout.py JOBS.json OUT.pt
+
+JOBS.json is a list of {"ckpt": converted dir, "dtype": "fp32"|"bf16", "prompt":
+text with <video>/<image> placeholders, "videos": [...], "images": [...]}. For each
+job OUT.pt gets the final input ids with every visual position as -200 (the
+original's sentinel) and the cube start frames of each video. It runs in its own
+process because it initialises SGLang's (single-rank) distributed state.
+"""
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import torch
+from sglang.srt.configs.quicksviewer import QuicksviewerConfig
+from sglang.srt.distributed import (
+    init_distributed_environment,
+    initialize_model_parallel,
+)
+from sglang.srt.managers.io_struct import GenerateReqInput
+from sglang.srt.managers.schedule_batch import MultimodalInputs
+from sglang.srt.models.quicksviewer import QuicksviewerForCausalLM
+from sglang.srt.multimodal.processors.quicksviewer import QuicksviewerProcessor
+from sglang.srt.runtime_context import publish
+from sglang.srt.server_args import ServerArgs
+from sglang.srt.utils.network import get_free_port
+from transformers import AutoTokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sglang_encoder import DTYPES, weights  # noqa: E402
+
+SENTINEL = -200
+
+
+def layout(job: dict, models: dict) -> dict:
+    ckpt = job["ckpt"]
+    server_args = ServerArgs(
+        model_path=ckpt,
+        device="cpu",
+        attention_backend="torch_native",
+        mm_attention_backend="sdpa",
+    )
+    publish(server_args, role="scheduler")
+    config = QuicksviewerConfig.from_pretrained(ckpt)
+    processor = QuicksviewerProcessor(
+        config, server_args, AutoTokenizer.from_pretrained(ckpt), None
+    )
+    if ckpt not in models:
+        torch.set_default_dtype(DTYPES[job["dtype"]])
+        model = QuicksviewerForCausalLM(config).eval()
+        model.load_weights(weights(Path(ckpt)))
+        models[ckpt] = model
+    model = models[ckpt]
+    request = GenerateReqInput(
+        text=job["prompt"],
+        video_data=job.get("videos") or None,
+        image_data=job.get("images") or None,
+    )
+    output = asyncio.run(
+        processor.process_mm_data_async(
+            job.get("images") or [], None, job["prompt"], request
+        )
+    )
+    mm_inputs = MultimodalInputs.from_processor_output(output)
+    pad_values = {item.pad_value for item in mm_inputs.mm_items}
+    ids = model.pad_input_ids(list(output.input_ids), mm_inputs)
+    return {
+        "input_ids": [SENTINEL if t in pad_values else t for t in ids],
+        "offsets": [item.offsets for item in mm_inputs.mm_items],
+    }
+
+
+def main(jobs_path: str, out: str) -> None:
+    init_distributed_environment(
+        backend="gloo",
+        world_size=1,
+        rank=0,
+        local_rank=0,
+        distributed_init_method=f"tcp://127.0.0.1:{get_free_port()}",
+    )
+    initialize_model_parallel(1)
+    models: dict = {}
+    jobs = json.loads(Path(jobs_path).read_text())
+    torch.save([layout(job, models) for job in jobs], out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
