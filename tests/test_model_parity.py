@@ -16,6 +16,7 @@ import math
 import pytest
 import torch
 
+from qsv_reference.constants import IMAGE_TOKEN_INDEX
 from tests.quicksviewer_fixtures import (
     as_reported,
     chatml_prompt,
@@ -60,12 +61,20 @@ def encoder_outputs(checkpoints, videos, tmp_path_factory):
 def test_processor_matches_reference(dtype, video, encoder_outputs, references, videos):
     ours = encoder_outputs[dtype][video]
     ref = references.video(dtype, videos[video])
+    # the original's chunks between two frames (tokenizer_image_token): the
+    # timestamp of frame k >= 1; frame 0's shares the chunk after the thumbnail
+    chunks, current = [], []
+    for token in ref.input_ids:
+        if token == IMAGE_TOKEN_INDEX:
+            chunks.append(current)
+            current = []
+        else:
+            current.append(token)
+    frames = len(ref.frames.timestamps)
+    assert ours["timestamp_token_ids"] == [[]] + chunks[2 : frames + 1]
     tokenizer = references.model(dtype).tokenizer
-    timestamps = [
-        tokenizer.encode(str(t), add_special_tokens=False)
-        for t in ref.frames.timestamps
-    ]
-    assert ours["timestamp_token_ids"] == timestamps
+    for ids, t in zip(ours["timestamp_token_ids"][1:], ref.frames.timestamps[1:]):
+        assert ids == tokenizer.encode(str(t), add_special_tokens=False)
     # the original rounds pixels to fp16, then casts to the model dtype
     assert torch.equal(ours["pixels"].to(ref.pixels.dtype), ref.pixels)
 
