@@ -244,6 +244,8 @@ CHECKS = [
     Check("install", "install_imports", "every module of the GPU path imports",
           _imports),
     Check("install", "install_sglang", "sglang is the patched wheel", _sglang_version),
+    Check("install", "install_site", "sglang is imported from the bundle's site",
+          _flag(("sglang_from_site",))),
     Check("checkpoint", "checkpoint", "the full-size checkpoint was written",
           _positive(("bytes",))),
     Check("parity", "parity_ids", "final prompt ids equal the reference's", _ids_equal),
@@ -595,8 +597,9 @@ def check_run(
                 name,
                 "FAIL",
                 metric.what,
-                f"regression: {value:g} {metric.unit} {cmp} {limit:.4g} {metric.unit} allowed "
-                f"(baseline {ref:g} {sign} {metric.margin_text()})",
+                f"regression: {value:g} {metric.unit} {cmp} {limit:.4g} "
+                f"{metric.unit} allowed (baseline {ref:g} {sign} "
+                f"{metric.margin_text()})",
                 value=value,
                 **row,
             )
