@@ -966,7 +966,8 @@ def main(argv=None) -> int:
                 delta = ""
                 if isinstance(old, (int, float)) and isinstance(new, (int, float)):
                     delta = f" ({(new - old) / old:+.1%})"
-                print(f"  {name}: {_fmt(old)} -> {_fmt(new)}{delta}")
+                old, new = ("null" if v is None else _fmt(v) for v in (old, new))
+                print(f"  {name}: {old} -> {new}{delta}")
             if not changes:
                 print("  no change")
             print(f"not committed: review `git diff {_rel(path)}` and commit it")
