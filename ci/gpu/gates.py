@@ -619,7 +619,9 @@ def check_run(
         "runs": runs,
         "stages": stages.get("stages") or {},
         "install": install,
-        "files": sorted(p.name for p in run.glob("*.json") if p.stem != "gates"),
+        "files": sorted(
+            {p.name for p in run.glob("*.json")} - {"summary.json"} | {"gates.json"}
+        ),
         "counts": {
             s: sum(g["status"] == s for g in gates)
             for s in ("pass", "FAIL", "not gated", "pending")
@@ -818,8 +820,8 @@ def _dir_date(run: Path) -> str:
 def record_run(
     run: Path, name: Optional[str] = None, docs: Path = GPU_RUNS_DIR
 ) -> Path:
-    """Copy the run's JSON to <docs>/<name>/ and put its entry at the top of the runs
-    in <docs>/../gpu-runs.md (before the first dated section)."""
+    """Copy the run's JSON (not summary.json) to <docs>/<name>/ and put its entry at
+    the top of the runs in <docs>/../gpu-runs.md (before the first dated section)."""
     report_path = run / "gates.json"
     if not report_path.exists():
         raise GateError(f"{run}: no gates.json (run the gates stage first)")
@@ -830,7 +832,8 @@ def record_run(
         raise GateError(f"{dest} exists: choose another --name (e.g. {name}-2)")
     dest.mkdir(parents=True, exist_ok=True)
     for path in sorted(run.glob("*.json")):
-        shutil.copy2(path, dest / path.name)
+        if path.name != "summary.json":  # every other file again, in one
+            shutil.copy2(path, dest / path.name)
     md = docs.parent / "gpu-runs.md"
     block = render_markdown(report, raw_dir=f"docs/gpu-runs/{name}/")
     text = md.read_text() if md.exists() else "# GPU runs\n\n"
