@@ -53,7 +53,6 @@ from typing import Any, Callable, Optional
 
 REPO = Path(__file__).resolve().parents[2]
 BASELINE_DIR = REPO / "ci" / "gpu"
-GPU_RUNS_MD = REPO / "docs" / "gpu-runs.md"
 GPU_RUNS_DIR = REPO / "docs" / "gpu-runs"
 
 # bf16, random full-size weights: logits of about |30| are quantised to 0.125, so the
