@@ -68,6 +68,24 @@ wheelhouse: apply
 wheelhouse-check: setup
 	$(VPY) -m tools.wheelhouse check --sm $(SM)
 
+# --- GPU CI (docs/gpu.md, "The GPU CI") -----------------------------------------
+# make gpu-inputs                 what the GPU host needs: the bundle + gpu_carry/qwen.tiktoken
+# make gpu-baseline RUN=<dir>     ci/gpu/baseline-<gpu>.json from a recorded run (prints
+#                                 the changes; commit them yourself) [COMMIT=sha DATE=d]
+# make gpu-record RUN=<dir>       a fetched $OUT -> docs/gpu-runs/<date>/ + its gpu-runs.md entry
+.PHONY: gpu-inputs gpu-baseline gpu-record
+gpu-inputs: wheelhouse
+	mkdir -p gpu_carry
+	$(VPY) -c "import shutil; from tools.checkpoints.tokenizer import fetch_qwen_ranks; print(shutil.copy(fetch_qwen_ranks(), 'gpu_carry/'))"
+
+gpu-baseline: setup
+	$(if $(RUN),,$(error give RUN=<recorded run directory>, e.g. RUN=docs/gpu-runs/2026-12-01))
+	$(VPY) ci/gpu/gates.py baseline --run $(RUN) $(if $(COMMIT),--commit $(COMMIT)) $(if $(DATE),--date $(DATE))
+
+gpu-record: setup
+	$(if $(RUN),,$(error give RUN=<the fetched $$OUT of a GPU run>))
+	$(VPY) ci/gpu/gates.py record --run $(RUN) $(if $(NAME),--name $(NAME))
+
 # make bench [BENCH_ARGS="--model DIR --reference DIR --video V.mp4"]
 # without arguments: the tiny checkpoint on CPU (a smoke run; GPU numbers come
 # from ci/gpu/run.sh bench, see docs/performance.md)

@@ -5,7 +5,8 @@ Commands:
   fetch    download the pinned wheel into the cache and check its sha256
   apply    build the patched SGLang tree (build/sglang): base + series + overlay + CPU
   export   write patches/, patches/cpu/ and overlay/ back from the tree
-  verify   check the series on a fresh pinned tree: applies, compiles, formatted, guards
+  verify   check the series on a fresh pinned tree: applies, compiles, formatted,
+           guards; and that the GitHub workflows lint clean
   guard    run the implicit-string-concatenation guard on given Python files
 
 A ToolError is printed as ``error: ...`` without a traceback; the exit status is 2.

@@ -5,7 +5,8 @@
 3. the overlay's Python files pass black and isort with upstream's settings;
 4. guard: no list, tuple or set of strings in ``srt/configs/model_config.py`` (or in
    an overlay file) holds implicitly concatenated string literals, the classic
-   missing comma that silently merges two architecture names.
+   missing comma that silently merges two architecture names;
+5. the GitHub workflows lint clean (``tools.workflows``).
 """
 
 import ast
@@ -197,6 +198,15 @@ def verify(paths, src: Optional[Path] = None) -> None:
             )
         else:
             print(f"verify: guard ok ({len(guarded)} file(s))")
+
+    # 5. the project's GitHub workflows (not inputs of the tree)
+    from tools.workflows import lint_workflows
+
+    workflows, findings = lint_workflows()
+    if findings:
+        failures.append("workflow lint:\n" + "\n".join(f"  {f}" for f in findings))
+    else:
+        print(f"verify: workflows ok ({len(workflows)} file(s))")
 
     if failures:
         raise ToolError("verify failed:\n" + "\n\n".join(failures))

@@ -1,29 +1,65 @@
 #!/usr/bin/env bash
-# The GPU CI: ci/gpu/run.sh STAGE... with STAGE in checkpoint parity server tp bench.
-# Run from the repository root on the GPU host with the bundle and qwen.tiktoken
-# carried in gpu_carry/ (see docs/gpu-runs.md). Each stage logs to $OUT/<stage>.log
-# and writes $OUT/<stage>.json; a failed stage does not stop the next one, the
-# exit status counts the failures.
+# The GPU CI: ci/gpu/run.sh STAGE... | ci
+#   ci      every stage the CI promises, then the gates (ci/gpu/gates.py CI_STAGES:
+#           install make_checkpoint parity server soak bench ttft stall), as
+#           .github/workflows/gpu.yml runs it
+#   STAGE   install make_checkpoint parity server soak bench ttft stall tp visual_path
+#           gates (the gates judge everything in $OUT; give it last)
+# Run from the repository root on the GPU host with the bundle in dist/ and
+# qwen.tiktoken in gpu_carry/ (make gpu-inputs; docs/gpu.md). Each stage logs to
+# $OUT/<stage>.log and writes its JSON; a failed stage does not stop the next one. A
+# stage whose script does not exist yet is "absent" (the gates say whether that
+# fails). stages.json records every stage's status and time, summary.json every JSON.
+# Exit status: the number of failed stages, the gates included.
 set -uo pipefail
 export OUT=${OUT:-/tmp/qsv-gpu/out}
 mkdir -p "$OUT"
 export QSV_CACHE_DIR=${QSV_CACHE_DIR:-$PWD/gpu_carry}
+gates=ci/gpu/gates.py
+if [ "$*" = ci ]; then
+  # shellcheck disable=SC2046
+  set -- $(python3 "$gates" stages) gates
+fi
+case " $* " in *" install "*) export QSV_REINSTALL=1 ;; esac
+python3 "$gates" note --out "$OUT" --begin "$@"
 t0=$(date +%s)
-eval "$(bash ci/gpu/setup.sh)" 2> "$OUT/setup.log" || { tail -50 "$OUT/setup.log"; exit 1; }
-echo "setup: $(( $(date +%s) - t0 )) s"
+if ! setup_env=$(bash ci/gpu/setup.sh 2> "$OUT/setup.log"); then
+  tail -50 "$OUT/setup.log"
+  python3 "$gates" note --out "$OUT" --stage install --status FAILED --exit 1 \
+    --seconds $(( $(date +%s) - t0 ))
+  exit 1
+fi
+eval "$setup_env"
+export QSV_SETUP_S=$(( $(date +%s) - t0 ))
+echo "setup: $QSV_SETUP_S s"
 failures=0
 for stage in "$@"; do
   t=$(date +%s)
   case $stage in
-    bench) script=benchmarks/bench_quicksviewer.py; args=(--gpu-suite --resume) ;;
+    # no --resume: phase results kept on a warm host could come from other code
+    bench) script=benchmarks/bench_quicksviewer.py; args=(--gpu-suite) ;;
+    gates) script=$gates; args=(check --run "$OUT") ;;
     *) script=ci/gpu/$stage.py; args=() ;;
   esac
-  if PYTHONPATH="$PYTHONPATH:$PWD/ci/gpu" python3 "$script" "${args[@]}" > "$OUT/$stage.log" 2>&1; then
-    status=ok
+  rc=0
+  if [ ! -f "$script" ]; then
+    status=absent
   else
-    status=FAILED; failures=$((failures + 1)); tail -40 "$OUT/$stage.log"
+    [ "$stage" = gates ] || python3 "$gates" note --out "$OUT" --stage "$stage" --status running
+    if PYTHONPATH="$PYTHONPATH:$PWD/ci/gpu" python3 "$script" "${args[@]}" > "$OUT/$stage.log" 2>&1; then
+      status=ok
+    else
+      rc=$?; status=FAILED; failures=$((failures + 1))
+      [ "$stage" = gates ] || tail -40 "$OUT/$stage.log"
+    fi
   fi
-  echo "$stage: $status in $(( $(date +%s) - t )) s"
+  dt=$(( $(date +%s) - t ))
+  if [ "$stage" = gates ]; then
+    cat "$OUT/gates.log"
+  else
+    python3 "$gates" note --out "$OUT" --stage "$stage" --status "$status" --seconds "$dt" --exit "$rc"
+  fi
+  echo "$stage: $status in $dt s$([ "$status" = absent ] && echo " (no $script)")"
 done
 python3 - "$OUT" <<'PY'
 import json, pathlib, sys
