@@ -273,3 +273,18 @@ def test_video_url_fps_and_max_frames(server, videos, tmp_path):
     assert response.status_code == 400, response.text
     assert "fps must be between 1 and 60" in response.json()["message"]
     assert server.proc.poll() is None, f"server died{server.log_tail()}"
+
+    # /generate: the same fields on a video object; the same frames, so the same
+    # prompt as the chat request
+    item = {"url": path, "fps": 2, "max_frames": 30}
+    generated = server.ok("/generate", generate_payload(item, 1))
+    assert generated["meta_info"]["prompt_tokens"] == sampled["usage"]["prompt_tokens"]
+    for bad, message in (
+        ({"url": path, "max_frames": 1}, "max_frames must be between 2 and"),
+        ({"url": path, "frames": 8}, "takes the keys url (required), fps"),
+        ({"fps": 2}, "takes the keys url (required), fps"),
+    ):
+        response = server.post("/generate", generate_payload(bad, 1))
+        assert response.status_code == 400, response.text
+        assert message in response.text, response.text
+    assert server.proc.poll() is None, f"server died{server.log_tail()}"

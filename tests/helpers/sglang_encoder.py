@@ -30,14 +30,21 @@ from transformers import AutoTokenizer
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def main(ckpt: str, dtype: str, out: str, videos: list[str]) -> None:
+def publish_server_args(ckpt: str, device: str = "cpu") -> ServerArgs:
+    """The global server args SGLang's layers read, as a scheduler sets them."""
     server_args = ServerArgs(
         model_path=ckpt,
-        device="cpu",
-        attention_backend="torch_native",
+        device=device,
+        attention_backend="torch_native" if device == "cpu" else "triton",
         mm_attention_backend="sdpa",
     )
     publish(server_args, role="scheduler")
+    return server_args
+
+
+def init_single_rank(ckpt: str, device: str = "cpu") -> None:
+    """The server args and the (single-rank) distributed state of a scheduler."""
+    publish_server_args(ckpt, device)
     init_distributed_environment(
         backend="gloo",
         world_size=1,
@@ -46,14 +53,26 @@ def main(ckpt: str, dtype: str, out: str, videos: list[str]) -> None:
         distributed_init_method=f"tcp://127.0.0.1:{get_free_port()}",
     )
     initialize_model_parallel(1)
+
+
+def load_model(ckpt: str, dtype: str, device: str = "cpu"):
+    """The processor and the QuicksviewerForCausalLM of a converted checkpoint
+    (the default dtype stays ``dtype``, as in a model worker)."""
+    server_args = publish_server_args(ckpt, device)
     config = QuicksviewerConfig.from_pretrained(ckpt)
     processor = QuicksviewerProcessor(
         config, server_args, AutoTokenizer.from_pretrained(ckpt), None
     )
     torch.set_default_dtype(DTYPES[dtype])
-    model = QuicksviewerForCausalLM(config).eval()
+    with torch.device(device):
+        model = QuicksviewerForCausalLM(config).eval()
     model.load_weights(weights(Path(ckpt)))
+    return processor, model
 
+
+def main(ckpt: str, dtype: str, out: str, videos: list[str]) -> None:
+    init_single_rank(ckpt)
+    processor, model = load_model(ckpt, dtype)
     results = []
     for video in videos:
         request = GenerateReqInput(text="<video>\n", video_data=[video])

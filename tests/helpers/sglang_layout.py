@@ -16,45 +16,20 @@ import sys
 from pathlib import Path
 
 import torch
-from sglang.srt.configs.quicksviewer import QuicksviewerConfig
-from sglang.srt.distributed import (
-    init_distributed_environment,
-    initialize_model_parallel,
-)
 from sglang.srt.managers.io_struct import GenerateReqInput
 from sglang.srt.managers.schedule_batch import MultimodalInputs
-from sglang.srt.models.quicksviewer import QuicksviewerForCausalLM
-from sglang.srt.multimodal.processors.quicksviewer import QuicksviewerProcessor
-from sglang.srt.runtime_context import publish
-from sglang.srt.server_args import ServerArgs
-from sglang.srt.utils.network import get_free_port
-from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sglang_encoder import DTYPES, weights  # noqa: E402
+from sglang_encoder import init_single_rank, load_model  # noqa: E402
 
 SENTINEL = -200
 
 
 def layout(job: dict, models: dict) -> dict:
     ckpt = job["ckpt"]
-    server_args = ServerArgs(
-        model_path=ckpt,
-        device="cpu",
-        attention_backend="torch_native",
-        mm_attention_backend="sdpa",
-    )
-    publish(server_args, role="scheduler")
-    config = QuicksviewerConfig.from_pretrained(ckpt)
-    processor = QuicksviewerProcessor(
-        config, server_args, AutoTokenizer.from_pretrained(ckpt), None
-    )
     if ckpt not in models:
-        torch.set_default_dtype(DTYPES[job["dtype"]])
-        model = QuicksviewerForCausalLM(config).eval()
-        model.load_weights(weights(Path(ckpt)))
-        models[ckpt] = model
-    model = models[ckpt]
+        models[ckpt] = load_model(ckpt, job["dtype"])
+    processor, model = models[ckpt]
     request = GenerateReqInput(
         text=job["prompt"],
         video_data=job.get("videos") or None,
@@ -75,16 +50,9 @@ def layout(job: dict, models: dict) -> dict:
 
 
 def main(jobs_path: str, out: str) -> None:
-    init_distributed_environment(
-        backend="gloo",
-        world_size=1,
-        rank=0,
-        local_rank=0,
-        distributed_init_method=f"tcp://127.0.0.1:{get_free_port()}",
-    )
-    initialize_model_parallel(1)
-    models: dict = {}
     jobs = json.loads(Path(jobs_path).read_text())
+    init_single_rank(jobs[0]["ckpt"])
+    models: dict = {}
     torch.save([layout(job, models) for job in jobs], out)
 
 

@@ -57,6 +57,7 @@ from sglang.srt.models.idefics2 import Idefics2VisionTransformer
 from sglang.srt.models.llama import LlamaForCausalLM
 from sglang.srt.models.qwen2 import Qwen2ForCausalLM
 from sglang.srt.models.utils import WeightsMapper
+from sglang.srt.runtime_context import get_server_args
 from sglang.srt.utils import add_prefix
 
 logger = logging.getLogger(__name__)
@@ -279,6 +280,23 @@ class QuicksviewerCubing(nn.Module):
         return out
 
 
+_COUNTERS = {}
+
+
+def _lookup_counter(name: str):
+    """One Prometheus counter per cache and process (SGLang's multiprocess mode
+    collects it into /metrics)."""
+    if name not in _COUNTERS:
+        from prometheus_client import Counter
+
+        _COUNTERS[name] = Counter(
+            name=f"sglang:quicksviewer_{name.replace(' ', '_')}_lookups_total",
+            documentation=f"Quicksviewer {name} lookups by result (hit or miss).",
+            labelnames=["result"],
+        )
+    return _COUNTERS[name]
+
+
 class QuicksviewerVisualCache:
     """Cube starts and visual embeddings of videos already seen, by content.
 
@@ -290,7 +308,9 @@ class QuicksviewerVisualCache:
     every rank makes the same hit or miss decision.
     """
 
-    def __init__(self, capacity_bytes: int, name: str = "visual cache"):
+    def __init__(
+        self, capacity_bytes: int, name: str = "visual cache", metrics: bool = False
+    ):
         self.capacity = capacity_bytes
         self.name = name
         self.used = 0
@@ -298,6 +318,8 @@ class QuicksviewerVisualCache:
         self._entries: "OrderedDict[str, Tuple[object, int]]" = OrderedDict()
         # the processor's frame cache is used from several worker threads
         self._lock = threading.Lock()
+        # with --enable-metrics: sglang:quicksviewer_<name>_lookups_total{result}
+        self._counter = _lookup_counter(name) if metrics else None
 
     @classmethod
     def from_env(
@@ -305,9 +327,10 @@ class QuicksviewerVisualCache:
         variable: str = "SGLANG_QSV_VISUAL_CACHE_MB",
         default_mb: float = 2048,
         name: str = "visual cache",
+        metrics: bool = False,
     ) -> "QuicksviewerVisualCache":
         megabytes = float(os.environ.get(variable, default_mb))
-        return cls(int(megabytes * 2**20), name)
+        return cls(int(megabytes * 2**20), name, metrics)
 
     def get(self, key: Optional[str]):
         if key is None:
@@ -320,6 +343,8 @@ class QuicksviewerVisualCache:
                 self._entries.move_to_end(key)
                 self.hits += 1
             self._log()
+        if self._counter is not None:
+            self._counter.labels(result="miss" if entry is None else "hit").inc()
         return None if entry is None else entry[0]
 
     def put(self, key: Optional[str], value, nbytes: int) -> None:
@@ -399,7 +424,9 @@ class QuicksviewerForCausalLM(nn.Module):
             prefix=add_prefix("language_model", prefix),
         )
         self.feature_size = config.vision_feature_size
-        self.visual_cache = QuicksviewerVisualCache.from_env()
+        self.visual_cache = QuicksviewerVisualCache.from_env(
+            metrics=getattr(get_server_args(), "enable_metrics", False)
+        )
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.language_model.get_input_embeddings()

@@ -62,8 +62,8 @@ from dataclasses import dataclass
 from typing import Callable, Generic, List, Optional, Sequence, Set, TypeVar
 
 import numpy as np
-import requests
 
+from sglang.srt.multimodal.quicksviewer_limits import MediaLimits
 from sglang.srt.utils.common import _normalize_video_input, load_video
 
 logger = logging.getLogger(__name__)
@@ -478,26 +478,24 @@ def check_local_media(source, allowed: Optional[List[str]]) -> None:
 
 
 @contextlib.contextmanager
-def _local_file(source):
+def _local_file(source, limits: MediaLimits):
     """(local path, what to hand SGLang's loader) for ``source``: downloads,
-    data URLs, base64 and bytes go to a temporary file, removed afterwards."""
+    data URLs, base64 and bytes go to a temporary file, removed afterwards. The
+    size limit applies to all of them, and the download has a deadline."""
     source = getattr(source, "url", source)
     if isinstance(source, str) and not source.strip():
         raise ValueError("The video URL is empty")
+    limits.check_encoded(source, "video")
     try:
-        resolved = _normalize_video_input(source)
+        if isinstance(source, str) and source.startswith(("http://", "https://")):
+            resolved = limits.fetch(source, "video")
+        else:
+            resolved = _normalize_video_input(source)
     except binascii.Error as e:
         raise _not_a_video_source(source, e) from e
-    except requests.HTTPError as e:
-        status = e.response.status_code if e.response is not None else "error"
-        raise ValueError(
-            f"Could not fetch video {source[:200]!r}: HTTP {status}"
-        ) from e
-    except requests.RequestException as e:
-        raise ValueError(
-            f"Could not fetch video {source[:200]!r}: {type(e).__name__}"
-        ) from e
     if isinstance(resolved, str):
+        if os.path.isfile(resolved):
+            limits.check_bytes(os.path.getsize(resolved), "video")
         yield resolved, source
         return
     if not isinstance(resolved, bytes):
@@ -526,26 +524,31 @@ def decode_video(
     max_frames: int,
     workers: Optional[int] = None,
     transform: Optional[Callable[[np.ndarray, List[int]], T]] = None,
+    limits: Optional[MediaLimits] = None,
 ) -> DecodedVideo[T]:
     """Decode the sampled frames of ``source`` (a path, file:// or http(s) URL,
     data URL, base64 string or bytes) with up to ``workers`` readers.
 
     ``transform(frames, indices)`` runs on the decoding threads for every batch of
-    (n, H, W, 3) uint8 RGB frames. Raises ValueError for what cannot be decoded.
+    (n, H, W, 3) uint8 RGB frames. Raises ValueError for what cannot be decoded
+    and for what exceeds ``limits`` (bytes, duration, frame size; the defaults
+    of quicksviewer_limits when None).
     """
+    limits = MediaLimits() if limits is None else limits
     workers = default_workers() if workers is None else int(workers)
     if workers < 1:
         raise ValueError(f"workers must be positive, got {workers}")
     if getattr(_THREAD, "in_pool", False):
         workers = 1
     transform = transform or _identity
-    with _local_file(source) as (path, loader_source):
+    with _local_file(source, limits) as (path, loader_source):
         try:
             reader = _SGLangReader(load_video(loader_source, use_gpu=False))
         except ImportError:
             reader = None
         fallback = None
         if reader is not None:
+            limits.check_video(reader.frame_count, reader.avg_fps)
             try:
                 return _decode_sglang(
                     reader, loader_source, fps, max_frames, workers, transform
@@ -555,7 +558,7 @@ def decode_video(
                 # original decodes with OpenCV, so that is the faithful fallback
                 logger.warning("%s; decoding the video with OpenCV instead", e)
                 fallback = str(e)
-        result = _decode_opencv(path, fps, max_frames, workers, transform)
+        result = _decode_opencv(path, fps, max_frames, workers, transform, limits)
         result.fallback = fallback
         return result
 
@@ -805,9 +808,10 @@ def _check_seams(ranges: List[_Range], outs: List[_RangeOut]):
             raise _Mismatch(f"the two ranges decode frame {seam} differently")
 
 
-def _decode_opencv(path, fps, max_frames, workers, transform):
+def _decode_opencv(path, fps, max_frames, workers, transform, limits):
     reader = _OpenCVReader(path, local=True)
     meta = (reader.avg_fps, reader.frame_count)
+    limits.check_video(reader.frame_count, reader.avg_fps)
     try:
         indices = sample_frame_indices(*meta, fps, max_frames)
         if not indices:

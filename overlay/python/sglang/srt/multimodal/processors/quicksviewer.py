@@ -66,6 +66,7 @@ from sglang.srt.models.quicksviewer import (
     QuicksviewerVisualCache,
 )
 from sglang.srt.multimodal.processors.base_processor import BaseMultimodalProcessor
+from sglang.srt.multimodal.quicksviewer_limits import MediaLimits
 from sglang.srt.multimodal.quicksviewer_resize import (
     PixelNormalizer,
     resize_bicubic,
@@ -170,8 +171,12 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         # videos seen, by the SHA-256 of their bytes: a repeated video (a follow-up
         # turn) is not decoded again
         self.frame_cache = QuicksviewerVisualCache.from_env(
-            "SGLANG_QSV_FRAME_CACHE_MB", 1024, "frame cache"
+            "SGLANG_QSV_FRAME_CACHE_MB",
+            1024,
+            "frame cache",
+            metrics=server_args.enable_metrics,
         )
+        self.limits = MediaLimits.from_env()
         self.allowed_media_dirs = allowed_media_dirs()
         if self.allowed_media_dirs is None:
             logger.warning(
@@ -226,16 +231,32 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
 
         Per-frame digests, so the video's digest does not depend on how the
         frames were split into batches (worker count, host, fallbacks)."""
+        self.limits.check_frame(*frames.shape[1:3])
         digests = [hashlib.sha256(np.ascontiguousarray(f)).digest() for f in frames]
         tensor = torch.from_numpy(frames)
         if self.resize_device.type == "cuda":
             tensor = tensor.to(self.resize_device, non_blocking=True)
         return digests, resize_bicubic(tensor, self.pixel_size)
 
-    def _sampling(self, source) -> Tuple[float, int]:
+    @staticmethod
+    def _video_request(source) -> Tuple[object, dict]:
+        """(the video, its sampling fields) of a request item: a chat video_url part
+        (VideoData with fps / max_frames), a /generate dict {"url", "fps",
+        "max_frames"}, or the video alone."""
+        if isinstance(source, dict):
+            unknown = sorted(set(source) - {"url", "fps", "max_frames"})
+            if unknown or "url" not in source:
+                raise ValueError(
+                    "a video given as an object takes the keys url (required), fps "
+                    f"and max_frames; got {sorted(source)}"
+                )
+            return source["url"], source
+        kwargs = getattr(source, "preprocess_kwargs", None) or {}
+        return getattr(source, "url", source), kwargs
+
+    def _sampling(self, kwargs: dict) -> Tuple[float, int]:
         """(fps, max_frames) of one video: the request's (a video_url part's fps and
         max_frames), else the checkpoint's (1 fps, 420 frames, as the original)."""
-        kwargs = getattr(source, "preprocess_kwargs", None) or {}
         fps = kwargs.get("fps", self.video_fps)
         max_frames = kwargs.get("max_frames", self.video_max_frames)
         if isinstance(fps, bool) or not isinstance(fps, (int, float)):
@@ -278,9 +299,9 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         SHA-256 of what the model sees (decoded frames, timestamps, preprocessing),
         the key of the radix cache and of the model's visual cache."""
         start = time.perf_counter()
+        source, kwargs = self._video_request(source)
         check_local_media(source, self.allowed_media_dirs)
-        sampling = self._sampling(source)
-        source = getattr(source, "url", source)
+        sampling = self._sampling(kwargs)
         key = self._source_key(source, sampling)
         result = self.frame_cache.get(key)
         if result is None:
@@ -302,7 +323,11 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         fps = self.video_fps if fps is None else fps
         max_frames = self.video_max_frames if max_frames is None else max_frames
         decoded = decode_video(
-            source, fps=fps, max_frames=max_frames, transform=self._resize_chunk
+            source,
+            fps=fps,
+            max_frames=max_frames,
+            transform=self._resize_chunk,
+            limits=self.limits,
         )
         if len(decoded.timestamps) < 2:
             raise ValueError(
@@ -322,6 +347,15 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
 
     def _process_image(self, data) -> torch.Tensor:
         check_local_media(data, self.allowed_media_dirs)
+        source = getattr(data, "url", data)
+        if isinstance(source, str) and source.startswith(("http://", "https://")):
+            data = self.limits.fetch(source, "image")
+        elif isinstance(source, str) and os.path.isfile(source.replace("file://", "")):
+            self.limits.check_bytes(
+                os.path.getsize(source.replace("file://", "")), "image"
+            )
+        else:
+            self.limits.check_encoded(source, "image")
         try:
             image, _ = load_image(data, gpu_image_decode=False)
             image = image.convert("RGB")
@@ -396,6 +430,7 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
             return None
         if audio_data:
             raise ValueError("Quicksviewer does not take audio input")
+        self.limits.check_counts(len(video_data), len(image_data))
         if isinstance(input_text, list):
             input_text = self._tokenizer.decode(input_text)
 
