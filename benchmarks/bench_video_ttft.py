@@ -92,8 +92,9 @@ def stop(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def chat_stream(url: str, messages: list, max_tokens: int) -> dict:
-    """Stream one chat completion; times are wall-clock (time.time())."""
+def chat_stream(url: str, messages: list, max_tokens: int, **extra) -> dict:
+    """Stream one chat completion; times are wall-clock (time.time()). ``extra``
+    goes into the request body (e.g. ignore_eos=True)."""
     body = {
         "model": "quicksviewer",
         "messages": messages,
@@ -102,9 +103,10 @@ def chat_stream(url: str, messages: list, max_tokens: int) -> dict:
         "max_tokens": max_tokens,
         "stream": True,
         "stream_options": {"include_usage": True},
+        **extra,
     }
     sent = time.time()
-    first, text, usage = None, [], {}
+    first, last, text, usage = None, None, [], {}
     with requests.post(
         f"{url}/v1/chat/completions", json=body, stream=True, timeout=900
     ) as r:
@@ -117,16 +119,19 @@ def chat_stream(url: str, messages: list, max_tokens: int) -> dict:
             for choice in chunk.get("choices", []):
                 piece = choice.get("delta", {}).get("content")
                 if piece:
+                    last = time.time()
                     if first is None:
-                        first = time.time()
+                        first = last
                     text.append(piece)
             usage = chunk.get("usage") or usage
     return {
         "sent": sent,
         "ttft_s": round((first or time.time()) - sent, 4),
         "total_s": round(time.time() - sent, 4),
+        "last_token_s": round((last or time.time()) - sent, 4),
         "text": "".join(text),
         "prompt_tokens": usage.get("prompt_tokens"),
+        "completion_tokens": usage.get("completion_tokens"),
         "cached_tokens": (usage.get("prompt_tokens_details") or {}).get(
             "cached_tokens"
         ),
