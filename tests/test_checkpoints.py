@@ -396,8 +396,14 @@ def test_converted_config(converted, tiny_ckpt):
     assert (dst / "preprocessor_config.json").read_bytes() == (
         tiny_ckpt / "siglip-tiny" / "preprocessor_config.json"
     ).read_bytes()
-    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+    for name in ("tokenizer.json", "tokenizer_config.json"):
         assert (dst / name).read_bytes() == (tiny_ckpt / name).read_bytes()
+    # generation_config.json: the same, except that it stops where the original's
+    # chat() stops, at the tokenizer's EOS alone (<|im_end|>, not <|endoftext|>)
+    original = json.loads((tiny_ckpt / "generation_config.json").read_text())
+    generation = json.loads((dst / "generation_config.json").read_text())
+    assert original["eos_token_id"] == [151645, 151643]
+    assert generation == {**original, "eos_token_id": 151645}
     for shard in (
         "model-00001-of-00002.safetensors",
         "model-00002-of-00002.safetensors",

@@ -9,7 +9,11 @@ SRC is a released / trained checkpoint (``model_type: quicksviewer_qwen``,
 * ``config.json`` (below); ``config.original.json``: SRC's config, verbatim;
 * the weight files hard-linked from SRC (copied across filesystems), keys unchanged:
   the SGLang loader maps the original names;
-* the tokenizer files and ``generation_config.json``, copied;
+* the tokenizer files, copied; ``generation_config.json`` copied with its
+  ``eos_token_id`` set to the tokenizer's EOS: the original's ``chat()`` passes
+  ``eos_token_id=tokenizer.eos_token_id`` to ``generate``, which overrides the list of
+  the file (Qwen2.5's also stops at <|endoftext|>, Llama-3.1's at three ids), so the
+  original stops at that one token only;
 * ``preprocessor_config.json`` of the SigLIP directory (the original reads image
   preprocessing from ``mm_vision_tower``; SGLang reads it from the model directory).
 
@@ -105,8 +109,8 @@ TOKENIZER_FILES = (
     "special_tokens_map.json",
     "chat_template.jinja",
     "chat_template.json",
-    "generation_config.json",
 )
+GENERATION_CONFIG = "generation_config.json"
 
 QWEN2_KEYS = (
     "vocab_size",
@@ -511,6 +515,15 @@ def convert_checkpoint(
     for name in TOKENIZER_FILES:
         if (src / name).is_file():
             _copy(src / name, dst / name)
+    if (src / GENERATION_CONFIG).is_file():
+        generation = _read_json(src / GENERATION_CONFIG)
+        if generation.get("eos_token_id") != special["eos_token_id"]:
+            assumptions.append(
+                f"{GENERATION_CONFIG}: eos_token_id {generation.get('eos_token_id')} "
+                f"-> {special['eos_token_id']} (the tokenizer's, as chat() passes it)"
+            )
+        generation["eos_token_id"] = special["eos_token_id"]
+        _write_json(dst / GENERATION_CONFIG, generation)
     _write_json(dst / PREPROCESSOR_CONFIG, preprocessor)
     _write_json(dst / "config.json", config)
     for note in assumptions:

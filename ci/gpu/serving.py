@@ -1,0 +1,152 @@
+"""The serving stage: one HTTP server (the CI's flags, CUDA graphs, metrics), and
+against it, in this order, the benchmarks of what users feel:
+
+* ``ttft.json``: time to first token, a new 60- / 420-frame video, again, a
+  follow-up turn (benchmarks/bench_video_ttft.py);
+* ``stall.json``: the gaps of a running stream while a new 420-frame 720p video is
+  admitted (benchmarks/bench_video_stall.py);
+* ``decode.json``: decode tok/s at batch 1 and 8 after short and long prompts
+  (benchmarks/bench_decode.py);
+* ``serving.json``: 8 concurrent different 60-frame videos
+  (benchmarks/bench_video_serving.py);
+* ``soak.json``: 32 clients, mixed good and bad inputs, dropped streams
+  (benchmarks/soak.py, with the server's memory).
+
+One server start (about 90 s for the 7B checkpoint) instead of five. A benchmark
+whose script is missing is skipped and named in ``serving.json``. Extra server
+flags: ``QSV_SERVER_ARGS`` (space-separated).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from common import ENGINE_ARGS, OUT, REPO, WORK, checkpoint_dirs, video
+from ttft import CLIPS, warm_clip
+
+BENCH = REPO / "benchmarks"
+PORT = 30790
+
+
+def server_flags() -> list:
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in ENGINE_ARGS.items()]
+    return flags + os.environ.get("QSV_SERVER_ARGS", "").split()
+
+
+def run(name: str, cmd: list) -> dict:
+    print(" ".join(map(str, cmd)), flush=True)
+    with open(OUT / f"serving-{name}.log", "w") as log:
+        proc = subprocess.run(
+            list(map(str, cmd)), stdout=log, stderr=subprocess.STDOUT, timeout=900
+        )
+    print(f"{name}: exit {proc.returncode}", flush=True)
+    return {"exit": proc.returncode}
+
+
+def main():
+    sys.path.insert(0, str(BENCH))
+    from bench_video_ttft import launch, stop
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    os.environ["SGLANG_QSV_ALLOWED_LOCAL_MEDIA_PATH"] = str(WORK)
+
+    class Args:
+        model = str(checkpoint_dirs()[1])
+        port = PORT
+        start_timeout = 900
+        log = str(OUT / "serving-server.log")
+        server_arg = server_flags() + ["--enable-metrics"]
+
+    clips = [("warm", warm_clip())] + [(n, video(v)) for n, v in CLIPS.items()]
+    proc, url, _ = launch(Args)
+    report = {"server_args": Args.server_arg, "benchmarks": {}}
+    done = report["benchmarks"]
+    try:
+        done["ttft"] = run(
+            "ttft",
+            [
+                sys.executable,
+                BENCH / "bench_video_ttft.py",
+                "--url",
+                url,
+                "--log",
+                Args.log,
+                *(f"--video={name}={path}" for name, path in clips),
+                "--out",
+                OUT / "ttft.json",
+            ],
+        )
+        stall = BENCH / "bench_video_stall.py"
+        if stall.exists():
+            fresh = WORK / "stall-720p.mp4"  # a copy: a video the server has not seen
+            if not fresh.exists():
+                from tests.videos import write_video
+
+                write_video(fresh, 430, 5.0, 1280, 720, seed=9)
+            done["stall"] = run(
+                "stall",
+                [
+                    sys.executable,
+                    stall,
+                    "--url",
+                    url,
+                    "--video",
+                    fresh,
+                    "--out",
+                    OUT / "stall.json",
+                ],
+            )
+        done["decode"] = run(
+            "decode",
+            [
+                sys.executable,
+                BENCH / "bench_decode.py",
+                "--url",
+                url,
+                "--video",
+                f"420f={video('420s')}",
+                "--out",
+                OUT / "decode.json",
+            ],
+        )
+        serving = BENCH / "bench_video_serving.py"
+        if serving.exists():
+            done["serving"] = run(
+                "serving",
+                [
+                    sys.executable,
+                    serving,
+                    "--url",
+                    url,
+                    "--out",
+                    OUT / "serving-bench.json",
+                ],
+            )
+        done["soak"] = run(
+            "soak",
+            [
+                sys.executable,
+                BENCH / "soak.py",
+                "--url",
+                url,
+                "--clients",
+                "32",
+                "--rounds",
+                "2",
+                "--server-pid",
+                proc.pid,
+                "--media-dir",
+                WORK / "soak",
+                "--out",
+                OUT / "soak.json",
+            ],
+        )
+    finally:
+        stop(proc)
+    (OUT / "serving.json").write_text(json.dumps(report, indent=1))
+    sys.exit(1 if any(r["exit"] for r in done.values()) else 0)
+
+
+if __name__ == "__main__":
+    main()
