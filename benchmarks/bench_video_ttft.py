@@ -92,8 +92,11 @@ def stop(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def chat_stream(url: str, messages: list, max_tokens: int) -> dict:
-    """Stream one chat completion; times are wall-clock (time.time())."""
+def chat_stream(url: str, messages: list, max_tokens: int, **extra) -> dict:
+    """Stream one chat completion; times are wall-clock (time.time()).
+
+    ``extra`` adds request fields (``ignore_eos=True``, ...); ``times`` in the
+    result holds the arrival time of every content chunk."""
     body = {
         "model": "quicksviewer",
         "messages": messages,
@@ -102,9 +105,10 @@ def chat_stream(url: str, messages: list, max_tokens: int) -> dict:
         "max_tokens": max_tokens,
         "stream": True,
         "stream_options": {"include_usage": True},
+        **extra,
     }
     sent = time.time()
-    first, text, usage = None, [], {}
+    first, text, usage, times = None, [], {}, []
     with requests.post(
         f"{url}/v1/chat/completions", json=body, stream=True, timeout=900
     ) as r:
@@ -117,8 +121,9 @@ def chat_stream(url: str, messages: list, max_tokens: int) -> dict:
             for choice in chunk.get("choices", []):
                 piece = choice.get("delta", {}).get("content")
                 if piece:
+                    times.append(time.time())
                     if first is None:
-                        first = time.time()
+                        first = times[-1]
                     text.append(piece)
             usage = chunk.get("usage") or usage
     return {
@@ -130,6 +135,8 @@ def chat_stream(url: str, messages: list, max_tokens: int) -> dict:
         "cached_tokens": (usage.get("prompt_tokens_details") or {}).get(
             "cached_tokens"
         ),
+        "completion_tokens": usage.get("completion_tokens"),
+        "times": times,
     }
 
 
