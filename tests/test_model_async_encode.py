@@ -188,6 +188,12 @@ def test_text_stream_keeps_flowing_while_a_video_is_encoded(
         with serving(model, tmp_path / f"{mode}.log", env, request) as server:
             runs[mode] = stall_run(server, long_video)
     fast, slow = runs["async"], runs["sync"]
+    for mode, run in runs.items():  # shown with pytest -rP
+        encoder = run["encoder"]
+        print(
+            f"{mode}: encode {encoder['seconds']} s, {run['inside']} tokens of the "
+            f"other stream meanwhile, its largest gap {run['max_gap']:.3f} s"
+        )
     for run, is_async in ((fast, True), (slow, False)):
         assert run["encoder"]["async"] is is_async
         assert run["encoder"]["cache_hit"] is False  # a new video: encoded
