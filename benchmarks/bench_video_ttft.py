@@ -93,8 +93,10 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def chat_stream(url: str, messages: list, max_tokens: int, **extra) -> dict:
-    """Stream one chat completion; times are wall-clock (time.time()). ``extra``
-    goes into the request body (e.g. ignore_eos=True)."""
+    """Stream one chat completion; times are wall-clock (time.time()).
+
+    ``extra`` adds request fields (``ignore_eos=True``, ...); ``times`` in the
+    result holds the arrival time of every content chunk."""
     body = {
         "model": "quicksviewer",
         "messages": messages,
@@ -106,7 +108,7 @@ def chat_stream(url: str, messages: list, max_tokens: int, **extra) -> dict:
         **extra,
     }
     sent = time.time()
-    first, last, text, usage = None, None, [], {}
+    first, text, usage, times = None, [], {}, []
     with requests.post(
         f"{url}/v1/chat/completions", json=body, stream=True, timeout=900
     ) as r:
@@ -119,22 +121,23 @@ def chat_stream(url: str, messages: list, max_tokens: int, **extra) -> dict:
             for choice in chunk.get("choices", []):
                 piece = choice.get("delta", {}).get("content")
                 if piece:
-                    last = time.time()
+                    times.append(time.time())
                     if first is None:
-                        first = last
+                        first = times[-1]
                     text.append(piece)
             usage = chunk.get("usage") or usage
     return {
         "sent": sent,
         "ttft_s": round((first or time.time()) - sent, 4),
         "total_s": round(time.time() - sent, 4),
-        "last_token_s": round((last or time.time()) - sent, 4),
+        "last_token_s": round((times[-1] if times else time.time()) - sent, 4),
         "text": "".join(text),
         "prompt_tokens": usage.get("prompt_tokens"),
         "completion_tokens": usage.get("completion_tokens"),
         "cached_tokens": (usage.get("prompt_tokens_details") or {}).get(
             "cached_tokens"
         ),
+        "times": times,
     }
 
 

@@ -23,10 +23,12 @@ first frame stays in the prompt, so the prompt layout depends on the cubing
 decision.
 
 SGLang fixes ``input_ids`` before the prefill. This model therefore runs the
-visual encoder in ``pad_input_ids`` (scheduler process, beside the weights, once
-per request), writes the exact original layout into the ids, and hands the
-visual embeddings to the prefill as ``precomputed_embeddings``. Images have a
-fixed layout and take the usual ``get_image_feature`` path.
+visual encoder before ``pad_input_ids`` (scheduler process, beside the weights,
+once per video: ``prefetch_mm_inputs`` encodes on a worker thread while the
+scheduler keeps serving, patch 0010), writes the exact original layout into the
+ids, and hands the visual embeddings to the prefill as
+``precomputed_embeddings``. Images have a fixed layout and take the usual
+``get_image_feature`` path.
 """
 
 import json
@@ -35,6 +37,8 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -304,8 +308,11 @@ class QuicksviewerVisualCache:
     and the preprocessing, so two videos that differ in one pixel of one sampled
     frame, or in the sampling, never share an entry. Bounded in bytes (least
     recently used out first); ``SGLANG_QSV_VISUAL_CACHE_MB`` sets the bound
-    (0 disables it). Every TP rank sees the same requests in the same order, so
-    every rank makes the same hit or miss decision.
+    (0 disables it). Every TP rank sees the same requests in the same order and
+    normally makes the same hit or miss decision; where ranks differ (e.g. an
+    eviction raced an encode) only the timing changes: the scheduler admits a
+    request when it is ready on every rank (patch 0010), and the embeddings are
+    the same either way.
     """
 
     def __init__(
@@ -534,17 +541,11 @@ class QuicksviewerForCausalLM(nn.Module):
         self, item: MultimodalDataItem, input_ids: Sequence[int], out: List[int]
     ) -> List[Tuple[int, int]]:
         cubes_start = item.offsets[-1][0]
-        t_start, t0 = time.time(), time.perf_counter()
         num_frames = item.feature.shape[0]
-        key = item.model_specific_data.get("content_digest")
-        cached = self.visual_cache.get(key)
-        if cached is None:
-            embeddings, starts = self.encode_video(
-                item.feature, item.model_specific_data["pixel_table"]
-            )
-            self.visual_cache.put(key, (embeddings, starts), embeddings.nbytes)
-        else:
-            embeddings, starts = cached
+        # encoded off the event loop by prefetch_mm_inputs, else encode here
+        prefetched = item.model_specific_data.pop("qsv_encoded", None)
+        encoded = prefetched or self._encode_video_item(item, lookup=True)
+        embeddings, starts, timing = encoded
         num_queries = embeddings.shape[1]
         timestamps = item.model_specific_data["timestamp_token_ids"]
         offsets = []
@@ -559,23 +560,131 @@ class QuicksviewerForCausalLM(nn.Module):
             out.extend(timestamps[start])
             offsets.append((len(out), len(out) + num_queries - 1))
             out.extend([item.pad_value] * num_queries)
+        if embeddings.is_cuda:
+            # The embeddings are complete (_encode_video_item); they may come
+            # from the encoder's side stream, and are used on this thread's.
+            embeddings.record_stream(torch.cuda.current_stream())
         item.precomputed_embeddings = embeddings.flatten(0, 1)
         item.feature = None
-        if embeddings.is_cuda:
-            # the prefill runs on another stream
-            torch.cuda.current_stream().synchronize()
         if "qsv_t_media_done" in item.model_specific_data:  # SGLANG_QSV_TIMING=1
             record = {
                 "stage": "encoder",
                 "frames": num_frames,
                 "t_media_done": item.model_specific_data["qsv_t_media_done"],
-                "t_start": t_start,
-                "seconds": round(time.perf_counter() - t0, 4),
-                "cache_hit": cached is not None,
-                "t_end": time.time(),
+                **timing,
+                "async": prefetched is not None,
+                "t_layout": time.time(),
             }
             logger.warning("qsv-timing %s", json.dumps(record))
         return offsets
+
+    def _encode_video_item(self, item: MultimodalDataItem, lookup: bool):
+        """(embeddings, cube starts, timing) of a video item, from the visual
+        cache or the encoder, complete on return (the encoder runs on the
+        current thread's stream, synchronised before the result is cached)."""
+        key = item.model_specific_data.get("content_digest")
+        t_start, t0 = time.time(), time.perf_counter()
+        cached = self.visual_cache.get(key) if lookup else None
+        if cached is None:
+            embeddings, starts = self.encode_video(
+                item.feature, item.model_specific_data["pixel_table"]
+            )
+            if embeddings.is_cuda:
+                # the prefill and other requests (cache hits) use other streams
+                torch.cuda.current_stream().synchronize()
+            self.visual_cache.put(key, (embeddings, starts), embeddings.nbytes)
+        else:
+            embeddings, starts = cached
+        timing = {
+            "t_start": t_start,
+            "seconds": round(time.perf_counter() - t0, 4),
+            "cache_hit": cached is not None,
+            "t_end": time.time(),
+        }
+        return embeddings, starts, timing
+
+    # ------------------------------------------- encoding off the event loop
+    def prefetch_mm_inputs(self, mm_inputs: MultimodalInputs) -> Optional[Future]:
+        """Encode the request's videos off the scheduler's event loop.
+
+        The scheduler calls this on every TP rank for every new multimodal
+        request and parks the request until the returned future is done on all
+        ranks; pad_input_ids then takes each video's embeddings and cube starts
+        from the item (``model_specific_data["qsv_encoded"]``), so a visual
+        cache eviction in between cannot cause a second encode. Every request
+        with a video gets a future, already done on a cache hit, so that
+        parking depends on the request alone. None (pad at once): no video,
+        ``SGLANG_QSV_ASYNC_ENCODE=0``, or a device other than CUDA and CPU.
+
+        One worker thread encodes (one video at a time: bounded activation
+        memory), on CUDA on its own stream. It runs no collective: the visual
+        stack is replicated on every rank.
+        """
+        videos = [item for item in mm_inputs.mm_items if item.is_video()]
+        device = self.vision_tower.embeddings.patch_embedding.weight.device
+        if (
+            not videos
+            or os.environ.get("SGLANG_QSV_ASYNC_ENCODE", "1") == "0"
+            or device.type not in ("cuda", "cpu")
+        ):
+            return None
+        if getattr(self, "_encode_executor", None) is None:
+            self._encode_executor = ThreadPoolExecutor(1, "qsv-encoder")
+            self._encode_stream = (
+                torch.cuda.Stream(device) if device.type == "cuda" else None
+            )
+            # content digests being encoded by a submitted request
+            self._encoding = set()
+        work, added = [], set()
+        for item in videos:
+            key = item.model_specific_data.get("content_digest")
+            if key is not None and key in self._encoding:
+                # an earlier request encodes it: look it up once that is done
+                work.append((item, True))
+                continue
+            cached = self.visual_cache.get(key)
+            if cached is not None:
+                now = time.time()
+                timing = {"t_start": now, "seconds": 0.0, "cache_hit": True}
+                item.model_specific_data["qsv_encoded"] = (
+                    *cached,
+                    {**timing, "t_end": now},
+                )
+                continue
+            if key is not None:
+                self._encoding.add(key)
+                added.add(key)
+            work.append((item, False))
+        if not work:
+            done = Future()
+            done.set_result(None)
+            return done
+        # Grow the resampler's position tables here, on the scheduler thread
+        # (which also runs the image forward), so the worker only reads them.
+        frames = max(item.feature.shape[0] for item, _ in work)
+        self.resampler.pos_embed._tables(frames, device)
+        ready = None
+        if self._encode_stream is not None:
+            # the frames may still be copied on this thread's stream (CUDA IPC)
+            ready = torch.cuda.Event()
+            ready.record()
+        future = self._encode_executor.submit(self._encode_videos, work, ready)
+        # also when an abort cancels it before it starts
+        future.add_done_callback(lambda _: self._encoding.difference_update(added))
+        return future
+
+    def _encode_videos(self, work, ready: Optional["torch.cuda.Event"]) -> None:
+        """The worker thread's part of prefetch_mm_inputs."""
+        stream = self._encode_stream
+        with torch.inference_mode(), (
+            torch.cuda.stream(stream) if stream is not None else nullcontext()
+        ):
+            if ready is not None:
+                stream.wait_event(ready)
+            for item, lookup in work:
+                item.model_specific_data["qsv_encoded"] = self._encode_video_item(
+                    item, lookup
+                )
 
     # ------------------------------------------------------------- forward
     def forward(
