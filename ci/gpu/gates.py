@@ -315,10 +315,10 @@ METRICS = {
         "ttft", ("420f_360p", "follow_up", "ttft_s"), LOWER, 0.25, 0.03, "s",
         "time to first token of a follow-up turn, 420 frames 640x360"),
     "stall_max_gap_s": Metric(
-        "stall", ("max_gap_s",), LOWER, 0.25, 0.02, "s",
+        "stall", ("stall_max_gap_s",), LOWER, 0.25, 0.02, "s",
         "largest gap of a running stream while a 420-frame video is admitted"),
     "stall_p99_gap_s": Metric(
-        "stall", ("p99_gap_s",), LOWER, 0.25, 0.005, "s",
+        "stall", ("stall_p99_gap_s",), LOWER, 0.25, 0.005, "s",
         "99th-percentile gap of a running stream while a 420-frame video is admitted"),
     "decode_tok_s_batch1": Metric(
         "bench", ("sglang", "decode_tok_s_batch1"), HIGHER, 0.05, 0.0, "tok/s",
