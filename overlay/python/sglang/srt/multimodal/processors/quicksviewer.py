@@ -462,7 +462,10 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         # per visual position (the thumbnail, every frame of a video, image views).
         segments: list = []
         items: List[MultimodalDataItem] = []
+        # per item: cubes and frames of a video (0, 0 for an image); the frames
+        # are counted here, the feature may be a CUDA IPC handle
         num_cubes: List[int] = []
+        num_frames: List[int] = []
         for part in parts:
             if part == VIDEO_PLACEHOLDER:
                 frames, timestamps, digest = next(videos)
@@ -486,6 +489,7 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
                         len(timestamps), self.frames_per_cube
                     )
                 )
+                num_frames.append(len(timestamps))
             elif part == IMAGE_PLACEHOLDER:
                 frames = next(images)
                 item = MultimodalDataItem(
@@ -495,6 +499,7 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
                 )
                 segments += self._image_segments(frames.shape[0], len(items))
                 num_cubes.append(0)
+                num_frames.append(0)
             else:
                 segments.append(part)
                 continue
@@ -526,7 +531,7 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
                     else self.image_placeholder_id
                 )
                 input_ids += [placeholder] * run
-            if kind == "frame" and index + 1 < item.feature.shape[0]:
+            if kind == "frame" and index + 1 < num_frames[media]:
                 item.model_specific_data["timestamp_token_ids"].append(ids)
             else:
                 input_ids += ids
