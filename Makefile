@@ -25,6 +25,8 @@ help:
 	@echo "make export    write patches/ and overlay/ back from $(BUILD)"
 	@echo "make export-cpu  same, but your new commits join the CPU group"
 	@echo "make verify    check the series on a fresh pinned tree"
+	@echo "make videomme PARQUET=... VIDEOS=... [SERVER=url]  Video-MME through a running server"
+	@echo "make bench-serving [SERVER=url] [SERVING_ARGS=...]  video serving benchmark"
 
 setup:
 	@$(PYTHON) -m tools setup --venv $(VENV) --requirements tools/requirements-cpu.txt
@@ -92,6 +94,24 @@ gpu-record: setup
 bench: apply
 	$(VPY) -m tools.demo --prepare-only
 	$(VPY) benchmarks/bench_quicksviewer.py $(or $(BENCH_ARGS),--model build/demo/quicksviewer-tiny --reference build/demo/quicksviewer-tiny-original --video build/demo/demo.mp4 --dtype float32 --out build/bench.json)
+
+# --- Video-MME and the video serving benchmark (docs/eval.md) ------------------
+# make videomme PARQUET=<videomme/test-*.parquet> VIDEOS=<folder of <videoID>.mp4>
+#     [SERVER=http://127.0.0.1:30000] [LOG=build/videomme.json] [VIDEOMME_ARGS=...]
+# make bench-serving [SERVER=...] [SERVING_OUT=build/bench_video_serving.json]
+#     [SERVING_ARGS="--num-requests 32 --max-concurrency 8 ..."]
+# Both are clients of a running server (started as in README.md); the log and the
+# result are JSON. Running videomme again resumes its log.
+SERVER ?= http://127.0.0.1:30000
+.PHONY: videomme bench-serving
+videomme: setup
+	$(if $(and $(PARQUET),$(VIDEOS)),,$(error give PARQUET=... and VIDEOS=...))
+	$(VPY) benchmarks/videomme.py --url $(SERVER) --parquet $(PARQUET) \
+		--videos $(VIDEOS) --log $(or $(LOG),build/videomme.json) $(VIDEOMME_ARGS)
+
+bench-serving: setup
+	$(VPY) benchmarks/bench_video_serving.py --url $(SERVER) \
+		--out $(or $(SERVING_OUT),build/bench_video_serving.json) $(SERVING_ARGS)
 
 # --- checkpoints (docs/design.md section 9) -------------------------------------
 # make convert SRC=<original Quicksviewer checkpoint> DST=<dir> [VISION_TOWER=<siglip dir>]

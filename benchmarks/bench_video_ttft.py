@@ -29,125 +29,59 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import requests
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # first: this repository's benchmarks/ and tests/
+
+from benchmarks import chat_client, original_h200  # noqa: E402
+from benchmarks.chat_client import stop, user_turn  # noqa: E402
 
 QUESTION = "What is happening in the video?"
 FOLLOW_UP = "What happens at the end?"
 # The original (transformers 4.44, its own cli.py path) on one H200: time to first
 # token with frame extraction, median ranges of 2-3 runs (visual-path-facts.md 1).
-ORIGINAL_H200_TTFT_S = {
-    "60 frames": (1.22, 1.29),
-    "420 frames, 640x360": (6.65, 7.50),
-    "420 frames, 1280x720": (11.5, 13.1),
-}
+ORIGINAL_H200_TTFT_S = original_h200.TTFT_S
 TIMING = re.compile(r"qsv-timing (\{.*\})")
 
 
-def launch(args) -> tuple[subprocess.Popen, str, Path]:
+def launch(args) -> tuple:
     log_path = Path(args.log or "bench_video_ttft.server.log")
-    cmd = [
-        sys.executable,
-        "-m",
-        "sglang.launch_server",
-        "--model-path",
+    proc, url = chat_client.launch(
         args.model,
-        "--port",
-        str(args.port),
-        "--enable-cache-report",
-        *args.server_arg,
-    ]
-    env = dict(os.environ, SGLANG_QSV_TIMING="1")
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        args.port,
+        ["--enable-cache-report", *args.server_arg],
+        log_path,
+        args.start_timeout,
+        env={"SGLANG_QSV_TIMING": "1"},
     )
-    url = f"http://127.0.0.1:{args.port}"
-    deadline = time.monotonic() + args.start_timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited ({proc.returncode}); see {log_path}")
-        try:
-            if requests.get(f"{url}/health", timeout=2).ok:
-                return proc, url, log_path
-        except requests.RequestException:
-            pass
-        time.sleep(1)
-    stop(proc)
-    raise RuntimeError(f"server not ready after {args.start_timeout} s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    return proc, url, log_path
 
 
 def chat_stream(url: str, messages: list, max_tokens: int, **extra) -> dict:
-    """Stream one chat completion; times are wall-clock (time.time()).
+    """Stream one greedy chat completion; times are wall-clock (time.time()).
 
     ``extra`` adds request fields (``ignore_eos=True``, ...); ``times`` in the
     result holds the arrival time of every content chunk."""
-    body = {
-        "model": "quicksviewer",
-        "messages": messages,
-        "temperature": 0,
-        "repetition_penalty": 1.0,
-        "max_tokens": max_tokens,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        **extra,
-    }
-    sent = time.time()
-    first, text, usage, times = None, [], {}, []
-    with requests.post(
-        f"{url}/v1/chat/completions", json=body, stream=True, timeout=900
-    ) as r:
-        if r.status_code != 200:
-            raise RuntimeError(f"HTTP {r.status_code}: {r.text[:300]}")
-        for line in r.iter_lines():
-            if not line.startswith(b"data: ") or line == b"data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            for choice in chunk.get("choices", []):
-                piece = choice.get("delta", {}).get("content")
-                if piece:
-                    times.append(time.time())
-                    if first is None:
-                        first = times[-1]
-                    text.append(piece)
-            usage = chunk.get("usage") or usage
+    fields = {"temperature": 0, "repetition_penalty": 1.0, **extra}
+    result = chat_client.chat_stream(url, messages, max_tokens, timeout=900, **fields)
+    if not result.ok:
+        raise RuntimeError(result.error)
+    ttft = result.ttft_s if result.ttft_s is not None else result.latency_s
+    last = result.chunk_s[-1] if result.chunk_s else result.latency_s
     return {
-        "sent": sent,
-        "ttft_s": round((first or time.time()) - sent, 4),
-        "total_s": round(time.time() - sent, 4),
-        "last_token_s": round((times[-1] if times else time.time()) - sent, 4),
-        "text": "".join(text),
-        "prompt_tokens": usage.get("prompt_tokens"),
-        "completion_tokens": usage.get("completion_tokens"),
-        "cached_tokens": (usage.get("prompt_tokens_details") or {}).get(
-            "cached_tokens"
-        ),
-        "times": times,
-    }
-
-
-def user_turn(video: str, question: str) -> dict:
-    return {
-        "role": "user",
-        "content": [
-            {"type": "video_url", "video_url": {"url": video}},
-            {"type": "text", "text": question},
-        ],
+        "sent": result.sent,
+        "ttft_s": round(ttft, 4),
+        "total_s": round(result.latency_s, 4),
+        "last_token_s": round(last, 4),
+        "text": result.text,
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "cached_tokens": result.cached_tokens,
+        "times": [result.sent + t for t in result.chunk_s],
     }
 
 

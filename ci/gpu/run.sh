@@ -4,7 +4,7 @@
 #           install make_checkpoint parity server soak bench ttft stall), as
 #           .github/workflows/gpu.yml runs it
 #   STAGE   install make_checkpoint parity server soak bench ttft stall tp visual_path
-#           gates (the gates judge everything in $OUT; give it last)
+#           serving gates (the gates judge everything in $OUT; give it last)
 # Run from the repository root on the GPU host with the bundle in dist/ and
 # qwen.tiktoken in gpu_carry/ (make gpu-inputs; docs/gpu.md). Each stage logs to
 # $OUT/<stage>.log and writes its JSON; a failed stage does not stop the next one. A
