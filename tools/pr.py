@@ -815,3 +815,7 @@ def make_pr(
     print(f"pr: {len(patches)} patch(es) and {DESCRIPTION} in {out}")
     for patch in patches:
         print(f"  {patch.name}")
+    print(
+        "pr: apply them with `git am --keep-non-patch` (plain git am drops the "
+        "[Model]-style prefix of the subjects)"
+    )
