@@ -1,8 +1,7 @@
 """
 Usage:
 
-python3 -m sglang.launch_server --model-path /models/quicksviewer-sglang \
-    --dtype bfloat16 --port 30000 --enable-cache-report
+python3 -m sglang.launch_server --model-path /models/quicksviewer-sglang --dtype bfloat16 --enable-cache-report
 
 python3 quicksviewer_server.py --video /data/clip.mp4
 
@@ -11,7 +10,7 @@ question about a local video, streamed, then a follow-up question about the same
 video in the same conversation. The follow-up request sends the whole conversation
 again, video included; the server recognizes the video (the same file gives the
 same frames and visual tokens), so the prompt prefix, video included, comes from
-the radix cache ("from the cache" below, with --enable-cache-report).
+the radix cache (printed as "from the cache" with --enable-cache-report).
 
 The model path is a checkpoint in SGLang's format (model_type "quicksviewer").
 A local path must be readable by the server (SGLANG_QSV_ALLOWED_LOCAL_MEDIA_PATH,
