@@ -422,7 +422,7 @@ def render_modifications(
     return out
 
 
-def render_accuracy(docs: Path, runs: List[GpuRun]) -> List[str]:
+def render_accuracy(runs: List[GpuRun]) -> List[str]:
     out = ["### Accuracy: parity with the original implementation", ""]
     found = newest(runs, "parity.json")
     if found is None:
@@ -527,7 +527,7 @@ def render_benchmarks(docs: Path, runs: List[GpuRun]) -> List[str]:
     return out
 
 
-def render_hardware(docs: Path, runs: List[GpuRun], cpu_group: List[str]) -> List[str]:
+def render_hardware(runs: List[GpuRun], cpu_group: List[str]) -> List[str]:
     out = []
     devices = []
     for run in runs:
@@ -728,7 +728,7 @@ def make_description(
         "motivation": [MOTIVATION],
         "modifications": render_modifications(commits, changes, env, base_note)
         + [""]
-        + render_accuracy(docs, runs),
+        + render_accuracy(runs),
         "benchmark & profiling": render_benchmarks(docs, runs),
     }
     ci = ci_results(ci_dir)
@@ -754,7 +754,7 @@ def make_description(
     extra = [
         ("How to run", render_how_to_run(repo, changes)),
         ("Test results", render_tests(ci, project_head)),
-        ("Hardware requirements", render_hardware(docs, runs, cpu_subjects(repo))),
+        ("Hardware requirements", render_hardware(runs, cpu_subjects(repo))),
     ]
     source, sections = load_template(paths.build)
     out = [
