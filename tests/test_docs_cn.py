@@ -114,6 +114,15 @@ def _under(tree, rel: str):
     return [p for p in out.splitlines() if p.endswith("/" + rel)]
 
 
+def test_every_overlay_file_is_named(guide):
+    from tools.tree import overlay_files
+
+    for rel in overlay_files(PROJECT_ROOT / "overlay"):
+        path = rel.as_posix()
+        short = path.removeprefix("python/sglang/")
+        assert f"`{path}`" in guide or f"`{short}`" in guide, path
+
+
 def test_the_patch_table_is_the_series(guide):
     series = read_series(PROJECT_ROOT / "patches")
     rows = re.findall(r"^\| (\d{4}) \|", guide, re.M)

@@ -12,64 +12,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
-import requests
 
+from tests.helpers.http_server import start_server
 from tests.quicksviewer_fixtures import PROJECT_ROOT
 from tests.videos import STANDARD_VIDEOS, write_video
 
 EXAMPLE = PROJECT_ROOT / "examples" / "video_qa_client.py"
-STARTUP_TIMEOUT_S = 300
 RUN_TIMEOUT_S = 300
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    def __init__(self, proc, port, log):
-        self.proc, self.port, self.log = proc, port, log
-        self.base_url = f"http://127.0.0.1:{port}/v1"
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if self.proc.poll() is not None:
-                pytest.fail(f"server exited:\n{self.log_text()[-6000:]}")
-            try:
-                url = f"http://127.0.0.1:{self.port}/health"
-                if requests.get(url, timeout=5).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not healthy:\n{self.log_text()[-6000:]}")
-            time.sleep(1)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")
@@ -79,47 +32,22 @@ def media(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(checkpoints, media, tmp_path_factory):
-    port = free_port()
     log = tmp_path_factory.mktemp("example-server") / "server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "sglang.launch_server",
-        "--model-path",
-        str(checkpoints.converted("fp32")),
-        "--device",
-        "cpu",
-        "--attention-backend",
-        "torch_native",
-        "--mm-attention-backend",
-        "sdpa",
-        "--dtype",
-        "float32",
-        "--max-total-tokens",
-        "16384",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--enable-cache-report",
-        "--sleep-on-idle",
-    ]
-    env = dict(os.environ, SGLANG_QSV_ALLOWED_LOCAL_MEDIA_PATH=str(media))
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            command,
-            cwd=PROJECT_ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-        )
-    srv = Server(proc, port, log)
+    srv = start_server(
+        checkpoints.converted("fp32"),
+        log,
+        extra_args=("--enable-cache-report",),
+        env={"SGLANG_QSV_ALLOWED_LOCAL_MEDIA_PATH": str(media)},
+    )
     try:
         srv.wait_ready()
         yield srv
     finally:
         srv.stop()
+
+
+def server_log(server) -> str:
+    return server.log.read_text(errors="replace")
 
 
 def run_example(*args) -> subprocess.CompletedProcess:
@@ -141,7 +69,7 @@ def test_example_streams_an_answer_and_the_follow_up_reuses_the_video(
     turns_path = tmp_path / "turns.json"
     proc = run_example(
         "--base-url",
-        server.base_url,
+        server.url + "/v1",
         "--video",
         os.path.relpath(video, PROJECT_ROOT),  # a relative path works too
         "--max-tokens",
@@ -151,7 +79,7 @@ def test_example_streams_an_answer_and_the_follow_up_reuses_the_video(
         "--json",
         turns_path,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr + server.log_text()[-4000:]
+    assert proc.returncode == 0, proc.stdout + proc.stderr + server.log_tail()
     first, follow_up = json.loads(turns_path.read_text())
     for turn in (first, follow_up):
         assert turn["text"].strip(), turn
@@ -166,7 +94,7 @@ def test_example_streams_an_answer_and_the_follow_up_reuses_the_video(
     assert follow_up["prompt_tokens"] > first["prompt_tokens"] + 8
     assert follow_up["cached_tokens"] >= first["prompt_tokens"] - 1
     assert first["cached_tokens"] < first["prompt_tokens"] // 2  # a new video
-    log = server.log_text()
+    log = server_log(server)
     hits = re.findall(r"Quicksviewer visual cache: (\d+) hits", log)
     assert hits and int(hits[-1]) >= 1, log[-4000:]
     hits = re.findall(r"Quicksviewer frame cache: (\d+) hits", log)
@@ -174,7 +102,9 @@ def test_example_streams_an_answer_and_the_follow_up_reuses_the_video(
 
 
 def test_example_reports_a_bad_video_with_exit_status_1(server, media):
-    proc = run_example("--base-url", server.base_url, "--video", media / "missing.mp4")
+    proc = run_example(
+        "--base-url", server.url + "/v1", "--video", media / "missing.mp4"
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "error: the server answered 400" in proc.stderr
     assert "neither an existing file" in proc.stderr

@@ -61,8 +61,9 @@ def test_series_applies_with_git_am_onto_the_base(project_ws, tmp_path):
         for p in patches
     ]
     assert not any("[CPU]" in s for s in subjects)  # the CPU group stays out
-    assert [re.match(r"\[PATCH (\d+)/(\d+)\] ", s).groups() for s in subjects] == [
-        (str(n), str(len(commits))) for n in range(1, len(commits) + 1)
+    numbers = [re.match(r"\[PATCH (\d+)/(\d+)\] ", s).groups() for s in subjects]
+    assert [(int(n), int(of)) for n, of in numbers] == [
+        (n, len(commits)) for n in range(1, len(commits) + 1)
     ]
 
     # a fresh clone at the base takes the mails with git am; --keep-non-patch
@@ -115,6 +116,11 @@ def test_description_is_filled_from_the_recorded_results(project_ws, tmp_path):
     assert "`[0, 3, 8, 21]`" in text
     assert "project commit `abcdef1`" in text  # the run's code, from gpu-runs.md
     assert "TP=4 on NVIDIA Fixture-GPU 123GB" in text
+    # the newest run (its folder named in its entry) holds only the gates
+    assert (
+        "GPU CI gates (2030-01-05, project commit `beef123`, `gates.json`, "
+        "ci/gpu/gates.py): **pass**, 11 passed, 0 failed, 2 not gated, 1 pending."
+    ) in text
     # the performance table against the original, its rows as recorded
     assert "| 420 frames, first | **0.777** | 9.99 | 12.9x faster |" in text
     assert "| decode tokens/s per request, batch 1 | 211.2 | 12.5 |" in text

@@ -306,6 +306,9 @@ def junit_totals(path: Path) -> dict:
 
 RUN_HEADING = re.compile(r"^## (\d{4}-\d{2}-\d{2}): (.+)$")
 RUN_COMMIT = re.compile(r"Code: commit `([0-9a-f]{7,40})`")
+# ci/gpu/gates.py's entries name their folder (docs/gpu-runs/<name>/, <name> may be
+# <date>-2); older entries use docs/gpu-runs/<date>/
+RUN_RAW = re.compile(r"Raw results in `docs/gpu-runs/([^`/]+)/`")
 
 
 def gpu_runs(docs: Path) -> List[GpuRun]:
@@ -320,10 +323,13 @@ def gpu_runs(docs: Path) -> List[GpuRun]:
             date, title = heading.groups()
             raw = docs / "gpu-runs" / date
             runs.append(GpuRun(date, title, None, raw if raw.is_dir() else None))
-        elif runs and runs[-1].commit is None:
+        elif runs:
             commit = RUN_COMMIT.search(line)
-            if commit:
+            if commit and runs[-1].commit is None:
                 runs[-1].commit = commit.group(1)
+            raw = RUN_RAW.search(line)
+            if raw and (docs / "gpu-runs" / raw.group(1)).is_dir():
+                runs[-1].raw = docs / "gpu-runs" / raw.group(1)
     return sorted(runs, key=lambda r: r.date, reverse=True)
 
 
@@ -472,6 +478,17 @@ def render_accuracy(runs: List[GpuRun]) -> List[str]:
                 if same
                 else "DIFFERENT outputs."
             ),
+        ]
+    gates = newest(runs, "gates.json")
+    if gates is not None:
+        run, data = gates
+        counts = data.get("counts", {})
+        out += [
+            "",
+            f"GPU CI gates ({_run_label(run)}, `gates.json`, ci/gpu/gates.py): "
+            f"**{data.get('result', '?')}**, {counts.get('pass', 0)} passed, "
+            f"{counts.get('FAIL', 0)} failed, {counts.get('not gated', 0)} not gated, "
+            f"{counts.get('pending', 0)} pending.",
         ]
     server = newest(runs, "server.json")
     if server is not None:
