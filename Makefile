@@ -6,6 +6,8 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 BUILD ?= build/sglang
 PYTEST_ARGS ?=
+# make test JUNIT=path also writes pytest's JUnit report of tests/ there (CI does)
+JUNIT ?=
 # upstream-style tests inside the patched tree (paths relative to $(BUILD)), run by
 # make test after tests/; empty until their fixtures are wired in
 UPSTREAM_TESTS ?=
@@ -15,7 +17,7 @@ UPSTREAM_TESTS ?=
 APPLY_FLAGS := --link-venv $(VENV) $(if $(FORCE),--force) \
 	$(if $(SGLANG_SRC),--sglang-src $(SGLANG_SRC))
 
-.PHONY: help setup fetch apply export export-cpu verify test demo bench
+.PHONY: help setup fetch apply export export-cpu verify check pr test demo bench
 
 help:
 	@echo "make demo      serve a tiny Quicksviewer on CPU and ask it about a generated video"
@@ -27,6 +29,8 @@ help:
 	@echo "make verify    check the series on a fresh pinned tree"
 	@echo "make videomme PARQUET=... VIDEOS=... [SERVER=url]  Video-MME through a running server"
 	@echo "make bench-serving [SERVER=url] [SERVING_ARGS=...]  video serving benchmark"
+	@echo "make check     the pre-submit gate on $(BUILD) as it is (no rebuild)"
+	@echo "make pr        apply + check, then the upstream PR kit in out/pr/"
 
 setup:
 	@$(PYTHON) -m tools setup --venv $(VENV) --requirements tools/requirements-cpu.txt
@@ -46,8 +50,18 @@ export-cpu: setup
 verify: setup
 	$(VPY) -m tools verify $(if $(SGLANG_SRC),--sglang-src $(SGLANG_SRC))
 
+# the pre-submit gate: the tree clean and built from the current inputs, compileall,
+# black + isort (overlay), codespell, missing-comma guard (tools/check.py)
+check: setup
+	$(VPY) -m tools check --build-dir $(BUILD)
+
+# the upstream PR kit: out/pr/*.patch (qsv/base..qsv/upstream) + out/pr/DESCRIPTION.md
+pr: apply
+	$(VPY) -m tools check --build-dir $(BUILD)
+	$(VPY) -m tools pr --build-dir $(BUILD)
+
 test: apply
-	$(VPY) -m pytest tests $(PYTEST_ARGS)
+	$(VPY) -m pytest tests $(PYTEST_ARGS) $(if $(JUNIT),--junitxml=$(JUNIT))
 ifneq ($(strip $(UPSTREAM_TESTS)),)
 	cd $(BUILD) && $(abspath $(VPY)) -m pytest $(UPSTREAM_TESTS) $(PYTEST_ARGS)
 endif

@@ -7,6 +7,9 @@ Commands:
   export   write patches/, patches/cpu/ and overlay/ back from the tree
   verify   check the series on a fresh pinned tree: applies, compiles, formatted,
            guards; and that the GitHub workflows lint clean
+  check    the pre-submit gate on the tree itself: clean, compiles, formatted, spelled,
+           guards
+  pr       write the upstream PR kit into out/pr/: the series as mail + DESCRIPTION.md
   guard    run the implicit-string-concatenation guard on given Python files
 
 A ToolError is printed as ``error: ...`` without a traceback; the exit status is 2.
@@ -121,6 +124,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_path_options(p)
     _add_src_option(p)
 
+    p = sub.add_parser("check", help="the pre-submit gate on the tree as it is")
+    _add_path_options(p)
+
+    p = sub.add_parser("pr", help="the upstream PR kit: patches + DESCRIPTION.md")
+    _add_path_options(p)
+    p.add_argument(
+        "--out", type=Path, default=PROJECT_ROOT / "out" / "pr", help="output folder"
+    )
+    p.add_argument(
+        "--docs-dir",
+        type=Path,
+        default=PROJECT_ROOT / "docs",
+        help="recorded GPU results (gpu-runs.md, gpu-runs/, performance.md)",
+    )
+    p.add_argument(
+        "--ci-dir",
+        type=Path,
+        default=PROJECT_ROOT / "build" / "ci",
+        help="what the last CI run recorded (last-run.json, pytest.xml)",
+    )
+    p.add_argument(
+        "--readme",
+        type=Path,
+        default=PROJECT_ROOT / "README.md",
+        help="the README whose tables describe the environment variables",
+    )
+
     p = sub.add_parser("guard", help="implicit string concatenation in collections")
     p.add_argument("files", nargs="+", type=Path)
     return parser
@@ -154,6 +184,20 @@ def main(argv=None) -> int:
             from tools.verify import verify
 
             verify(_paths(args), src=args.sglang_src)
+        elif args.command == "check":
+            from tools.check import check
+
+            check(_paths(args))
+        elif args.command == "pr":
+            from tools.pr import make_pr
+
+            make_pr(
+                _paths(args),
+                out=args.out,
+                docs=args.docs_dir,
+                ci_dir=args.ci_dir,
+                readme=args.readme,
+            )
         elif args.command == "guard":
             from tools.verify import check_files
 

@@ -11,6 +11,8 @@
 
 import ast
 import io
+import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -18,7 +20,7 @@ import time
 import tokenize
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional
 
 from tools import ToolError
 
@@ -27,6 +29,21 @@ MODEL_CONFIG = "python/sglang/srt/configs/model_config.py"
 # upstream files place sglang imports in their own first-party section.
 BLACK_ARGS = ["--check", "--diff", "--quiet", "--line-length", "88"]
 ISORT_ARGS = ["--check-only", "--diff", "--quiet", "--profile", "black", "-p", "sglang"]
+# upstream's pre-commit: codespell v2.4.1 with
+#   args: ['--toml', 'python/pyproject.toml', '-L', 'cann,thi,makro,wil,rouge,PRIS']
+# and python/pyproject.toml's [tool.codespell] (CODESPELL_TOML), excluding the files
+# that match CODESPELL_EXCLUDE (the hook's own exclude and the config's global one).
+# Read from upstream's files of 0.5.1-0.5.3 (the same in both; the wheel of 0.5.17
+# ships neither file); a tree built from a checkout uses its own pyproject.toml.
+CODESPELL_ARGS = ["-L", "cann,thi,makro,wil,rouge,PRIS"]
+CODESPELL_TOML = {
+    "ignore-words-list": "ans, als, hel, boostrap, childs, te, vas, hsa, ment",
+    "skip": "*.json,*.jsonl,*.patch,*.txt",
+}
+CODESPELL_EXCLUDE = re.compile(
+    r"^(python/sglang/srt/grpc/|test/srt/test_reasoning_parser\.py$"
+    r"|docs/advanced_features/vlm_query\.ipynb$)"
+)
 
 
 @dataclass(frozen=True)
@@ -105,12 +122,19 @@ def check_files(files: Iterable[Path]) -> None:
     print(f"guard: ok ({len(files)} file(s))")
 
 
-def _run_tool(module: str, args: List[str], files: List[str], cwd: Path) -> str:
+def _run_tool(
+    module: str,
+    args: List[str],
+    files: List[str],
+    cwd: Path,
+    env: Optional[Dict[str, str]] = None,
+) -> str:
     proc = subprocess.run(
         [sys.executable, "-m", module, *args, *files],
         cwd=cwd,
         capture_output=True,
         text=True,
+        env=None if env is None else {**os.environ, **env},
     )
     if proc.returncode == 0:
         return ""
@@ -119,6 +143,96 @@ def _run_tool(module: str, args: List[str], files: List[str], cwd: Path) -> str:
             f"{module} is not installed in {sys.executable}; run make setup"
         )
     return (proc.stdout + proc.stderr).strip() or f"{module} exited {proc.returncode}"
+
+
+# ------------------------------------------------ the checks (verify and check)
+
+
+def compile_failures(files: List[str], cwd: Path, label: str) -> List[str]:
+    """``python -m compileall`` on ``files`` (relative to ``cwd``); the bytecode
+    goes to a temporary directory, so nothing is written next to the sources."""
+    if not files:
+        return []
+    with tempfile.TemporaryDirectory(prefix="qsv-pycache-") as cache:
+        proc = subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", "-f", *files],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPYCACHEPREFIX": cache},
+        )
+    if proc.returncode != 0:
+        return ["byte-compile failed:\n" + proc.stdout + proc.stderr]
+    print(f"{label}: compileall ok ({len(files)} file(s))")
+    return []
+
+
+def format_failures(files: List[str], cwd: Path, label: str) -> List[str]:
+    """black and isort with upstream's settings on ``files``, run inside the tree
+    ``cwd`` (isort's sections depend on it)."""
+    if not files:
+        print(f"{label}: no overlay Python files to format-check")
+        return []
+    failures = []
+    for module, args in (("black", BLACK_ARGS), ("isort", ISORT_ARGS)):
+        out = _run_tool(module, args, files, cwd)
+        if out:
+            failures.append(
+                f"{module} would change overlay files (run it on overlay/):\n" + out
+            )
+        else:
+            print(f"{label}: {module} ok ({len(files)} overlay file(s))")
+    return failures
+
+
+def guard_failures(files: List[str], cwd: Path, label: str) -> List[str]:
+    """The missing-comma guard on ``files`` (relative to ``cwd``)."""
+    findings = []
+    for rel in files:
+        text = (cwd / rel).read_text()
+        try:
+            findings += find_implicit_concatenations(text, rel)
+        except ToolError:
+            pass  # a syntax error, reported by compileall
+    if findings:
+        return [
+            "implicitly concatenated strings in a list/tuple/set:\n"
+            + "\n".join(f"  {f}" for f in findings)
+        ]
+    print(f"{label}: guard ok ({len(files)} file(s))")
+    return []
+
+
+def codespell_files(files: List[str]) -> List[str]:
+    """``files`` minus those upstream's pre-commit excludes from codespell."""
+    return [f for f in files if not CODESPELL_EXCLUDE.search(f)]
+
+
+def codespell_failures(files: List[str], cwd: Path, label: str) -> List[str]:
+    """codespell with upstream's settings on ``files`` (relative to ``cwd``).
+
+    Upstream passes ``--toml python/pyproject.toml``; a tree laid out from the
+    wheel has no pyproject.toml, so its ``[tool.codespell]`` section is written to
+    a temporary file instead (CODESPELL_TOML, the same keys)."""
+    files = codespell_files(files)
+    if not files:
+        print(f"{label}: no files for codespell")
+        return []
+    with tempfile.TemporaryDirectory(prefix="qsv-codespell-") as tmp:
+        toml = cwd / "python" / "pyproject.toml"
+        if not (toml.is_file() and "[tool.codespell]" in toml.read_text()):
+            toml = Path(tmp) / "pyproject.toml"
+            toml.write_text(
+                "[tool.codespell]\n"
+                + "".join(f'{k} = "{v}"\n' for k, v in CODESPELL_TOML.items())
+            )
+        out = _run_tool(
+            "codespell_lib", ["--toml", str(toml), *CODESPELL_ARGS], files, cwd
+        )
+    if out:
+        return ["codespell found misspellings:\n" + out]
+    print(f"{label}: codespell ok ({len(files)} file(s))")
+    return []
 
 
 def verify(paths, src: Optional[Path] = None) -> None:
@@ -151,17 +265,7 @@ def verify(paths, src: Optional[Path] = None) -> None:
         print(f"verify: series applies; {len(touched)} Python file(s) touched")
 
         # 2. byte-compiles
-        if touched:
-            proc = subprocess.run(
-                [sys.executable, "-m", "compileall", "-q", "-f", *touched],
-                cwd=fresh.build,
-                capture_output=True,
-                text=True,
-            )
-            if proc.returncode != 0:
-                failures.append("byte-compile failed:\n" + proc.stdout + proc.stderr)
-            else:
-                print(f"verify: compileall ok ({len(touched)} file(s))")
+        failures += compile_failures(touched, fresh.build, "verify")
 
         # 3. overlay formatting, checked in place in the tree (for isort's sections)
         overlay_py = [
@@ -169,35 +273,11 @@ def verify(paths, src: Optional[Path] = None) -> None:
             for rel in overlay_files(paths.overlay)
             if rel.suffix == ".py"
         ]
-        if overlay_py:
-            for module, args in (("black", BLACK_ARGS), ("isort", ISORT_ARGS)):
-                out = _run_tool(module, args, overlay_py, fresh.build)
-                if out:
-                    failures.append(
-                        f"{module} would change overlay files (run it on overlay/):\n"
-                        + out
-                    )
-                else:
-                    print(f"verify: {module} ok ({len(overlay_py)} overlay file(s))")
-        else:
-            print("verify: no overlay Python files to format-check")
+        failures += format_failures(overlay_py, fresh.build, "verify")
 
         # 4. the missing-comma guard
         guarded = [MODEL_CONFIG] + [p for p in overlay_py if p != MODEL_CONFIG]
-        findings = []
-        for rel in guarded:
-            text = (fresh.build / rel).read_text()
-            try:
-                findings += find_implicit_concatenations(text, rel)
-            except ToolError:
-                pass  # a syntax error, already reported by compileall
-        if findings:
-            failures.append(
-                "implicitly concatenated strings in a list/tuple/set:\n"
-                + "\n".join(f"  {f}" for f in findings)
-            )
-        else:
-            print(f"verify: guard ok ({len(guarded)} file(s))")
+        failures += guard_failures(guarded, fresh.build, "verify")
 
     # 5. the project's GitHub workflows (not inputs of the tree)
     from tools.workflows import lint_workflows
