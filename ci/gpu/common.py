@@ -41,6 +41,9 @@ ENGINE_ARGS = dict(
     mm_attention_backend="sdpa",
     mem_fraction_static=0.6,
     cuda_graph_max_bs_decode=8,
+    # decode after long video prompts: 16 splits beat the default 8 at batch 1 and
+    # 8 (docs/performance.md, 2026-12-01 session 3)
+    triton_attention_num_kv_splits=16,
     log_level="warning",
 )
 

@@ -413,7 +413,8 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         tokenized on its own, with the tokenizer's special tokens; a BOS the
         tokenizer puts first is kept once (the first token of every chunk is
         dropped then, as the original does)."""
-        encoded = [self._tokenizer(chunk).input_ids for chunk in chunks]
+        # one batched call (each chunk still tokenized on its own)
+        encoded = self._tokenizer(chunks).input_ids
         bos = self._tokenizer.bos_token_id
         if not (encoded[0] and bos is not None and encoded[0][0] == bos):
             return encoded
