@@ -196,6 +196,14 @@ def weight_files(ckpt_dir: Path) -> list[Path]:
     for single in ("model.safetensors", "pytorch_model.bin"):
         if (ckpt_dir / single).is_file():
             return [ckpt_dir / single]
+    if (ckpt_dir / "mm_projector.bin").is_file():
+        raise CheckpointError(
+            f"{ckpt_dir} holds only mm_projector.bin: the original loads it with "
+            "--model-base (a base LLM, the markers added and their embeddings set to "
+            "the mean, the tower from mm_vision_tower; builder.py:43-69), a layout "
+            "this project does not convert; save the merged model (all weights) with "
+            "the original code first"
+        )
     raise CheckpointError(
         f"{ckpt_dir} has no weights (model.safetensors[.index.json] or "
         "pytorch_model.bin[.index.json])"

@@ -414,3 +414,21 @@ def test_bin_weights_serve_the_same_tokens(qwen_bpe_engine, variants, videos, tm
         assert engine.generate(**request)["output_ids"] == expected
     finally:
         engine.shutdown()
+
+
+def test_adapter_only_checkpoint_is_refused_with_the_reason(variants, tmp_path):
+    """The original's model_base layout (config + mm_projector.bin) is named."""
+    from tools.checkpoints.convert import ConvertError, convert_checkpoint
+
+    base = variants.original("qwen-bpe")
+    adapter = tmp_path / "adapter"
+    shutil.copytree(
+        base,
+        adapter,
+        ignore=shutil.ignore_patterns("model-*.safetensors", "model.safetensors.*"),
+    )
+    torch.save(
+        {"model.vision_resampler.query": torch.zeros(1)}, adapter / "mm_projector.bin"
+    )
+    with pytest.raises(ConvertError, match="holds only mm_projector.bin.*--model-base"):
+        convert_checkpoint(adapter, tmp_path / "out", log=lambda _: None)
