@@ -30,8 +30,6 @@ import contextlib
 import json
 import os
 import re
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -39,9 +37,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.helpers.http_server import Server, start_server
 from tests.helpers.qsv_failing_encoder.quicksviewer_failing import FAIL_FRAMES
 from tests.quicksviewer_fixtures import PROJECT_ROOT, chatml_prompt
-from tests.test_model_server import Server, chat_payload, free_port, generate_payload
+from tests.test_model_server import chat_payload, generate_payload
 from tests.videos import write_video
 
 LONG_FRAMES = 300  # 1 fps sampling of a 300 s clip: 300 frames
@@ -49,39 +48,7 @@ TIMING = re.compile(r"qsv-timing (\{.*\})")
 
 
 def launch(model: Path, log: Path, env: dict) -> Server:
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "sglang.launch_server",
-        "--model-path",
-        str(model),
-        "--device",
-        "cpu",
-        "--attention-backend",
-        "torch_native",
-        "--mm-attention-backend",
-        "sdpa",
-        "--dtype",
-        "float32",
-        "--max-total-tokens",
-        "16384",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--sleep-on-idle",
-    ]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            command,
-            cwd=PROJECT_ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, "SGLANG_QSV_TIMING": "1", **env},
-        )
-    return Server(proc, port, log)
+    return start_server(model, log, env={"SGLANG_QSV_TIMING": "1", **env})
 
 
 @contextlib.contextmanager
