@@ -435,7 +435,7 @@ def render_accuracy(runs: List[GpuRun]) -> List[str]:
         return out + ["No GPU parity run is recorded (docs/gpu-runs.md, parity.json)."]
     run, parity = found
     out.append(
-        f"Recorded GPU run {_run_label(run)}, {run.title} (`docs/gpu-runs/{run.date}/"
+        f"Recorded GPU run {_run_label(run)}, {run.title} (`docs/gpu-runs/{run.raw.name}/"
         "parity.json`), against the reference implementation of the original "
         "inference path, bf16, same random full-size weights:"
     )
@@ -524,7 +524,7 @@ def render_benchmarks(docs: Path, runs: List[GpuRun]) -> List[str]:
     ours, ref = data.get("sglang", {}), data.get("reference", {})
     host = data.get("host", {})
     out += [
-        f"`docs/gpu-runs/{run.date}/bench.json` ({_run_label(run)}; "
+        f"`docs/gpu-runs/{run.raw.name}/bench.json` ({_run_label(run)}; "
         f"{host.get('device', '?')}, {host.get('dtype', '?')}, torch "
         f"{host.get('torch', '?')}):",
         "",

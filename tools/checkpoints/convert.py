@@ -355,7 +355,9 @@ def _text_config(original: dict) -> dict:
     if missing:
         raise ConvertError(f"config.json lacks the {model_type} keys {missing}")
     text = {"model_type": model_type, "architectures": [TEXT_ARCHITECTURES[model_type]]}
-    text.update({key: original[key] for key in TEXT_KEYS[model_type] if key in original})
+    text.update(
+        {key: original[key] for key in TEXT_KEYS[model_type] if key in original}
+    )
     return text
 
 
@@ -518,9 +520,11 @@ def convert_checkpoint(
     if (src / GENERATION_CONFIG).is_file():
         generation = _read_json(src / GENERATION_CONFIG)
         if generation.get("eos_token_id") != special["eos_token_id"]:
-            assumptions.append(
-                f"{GENERATION_CONFIG}: eos_token_id {generation.get('eos_token_id')} "
-                f"-> {special['eos_token_id']} (the tokenizer's, as chat() passes it)"
+            # a rule of the conversion, not an assumption: printed, not recorded
+            log(
+                f"note: {GENERATION_CONFIG}: eos_token_id "
+                f"{generation.get('eos_token_id')} -> {special['eos_token_id']} (the "
+                "tokenizer's, as the original's chat() passes it)"
             )
         generation["eos_token_id"] = special["eos_token_id"]
         _write_json(dst / GENERATION_CONFIG, generation)
