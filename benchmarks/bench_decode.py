@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_video_ttft import chat_stream, launch, stop, user_turn  # noqa: E402
+from bench_video_ttft import chat_stream, served, user_turn  # noqa: E402
 
 SHORT = "Write a long story about a lighthouse keeper."
 QUESTIONS = [
@@ -115,16 +115,8 @@ def main() -> None:
     if bool(args.model) == bool(args.url):
         parser.error("give exactly one of --model and --url")
     video = args.video.split("=", 1)[-1]
-    proc = None
-    if args.model:
-        proc, url, _ = launch(args)
-    else:
-        url = args.url
-    try:
+    with served(args) as (url, _):
         results = bench(url, video, args.tokens)
-    finally:
-        if proc is not None:
-            stop(proc)
     results = {"decode_tok_s": results, "server_args": args.server_arg}
     print(table(results["decode_tok_s"]))
     if args.out:

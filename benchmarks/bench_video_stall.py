@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_video_ttft import chat_stream, launch, stop, timings, user_turn  # noqa: E402
+from bench_video_ttft import chat_stream, served, timings, user_turn  # noqa: E402
 
 STORY = "Tell me a very long story about a lighthouse keeper."
 
@@ -168,17 +168,10 @@ def main() -> None:
     args = parser.parse_args()
     if bool(args.model) == bool(args.url):
         parser.error("give exactly one of --model and --url")
-    proc, log_path = None, Path(args.server_log) if args.server_log else None
-    if args.model:
-        args.log = args.log or "bench_video_stall.server.log"
-        proc, url, log_path = launch(args)
-    else:
-        url = args.url
-    try:
+    args.log = args.log or "bench_video_stall.server.log"
+    server_log = Path(args.server_log) if args.server_log else None
+    with served(args, server_log) as (url, log_path):
         result = bench(args, url, log_path)
-    finally:
-        if proc is not None:
-            stop(proc)
     print(table(result))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))

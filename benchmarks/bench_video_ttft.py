@@ -28,6 +28,7 @@ are the original's own ``cli.py`` path, one request at a time, re-encoding every
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
@@ -59,6 +60,20 @@ def launch(args) -> tuple:
         env={"SGLANG_QSV_TIMING": "1"},
     )
     return proc, url, log_path
+
+
+@contextlib.contextmanager
+def served(args, log_path: Path | None = None):
+    """(url, server log) of ``--url``, or of a server started from ``--model`` and
+    stopped on exit: the server part of every benchmark's ``main``."""
+    if not args.model:
+        yield args.url, log_path
+        return
+    proc, url, log_path = launch(args)
+    try:
+        yield url, log_path
+    finally:
+        stop(proc)
 
 
 def chat_stream(url: str, messages: list, max_tokens: int, **extra) -> dict:
@@ -183,16 +198,8 @@ def main() -> None:
     args.videos = [tuple(v.split("=", 1)) for v in args.video]
     if bool(args.model) == bool(args.url):
         parser.error("give exactly one of --model and --url")
-    proc, log_path = None, None
-    if args.model:
-        proc, url, log_path = launch(args)
-    else:
-        url = args.url
-    try:
+    with served(args) as (url, log_path):
         results = bench(args, url, log_path)
-    finally:
-        if proc is not None:
-            stop(proc)
     print(table(results))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))

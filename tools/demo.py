@@ -32,6 +32,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_server_command(model: Path, port: int, dtype: str = "float32") -> list[str]:
+    """``python -m sglang.launch_server`` on CPU, the README's recipe (the demo's,
+    and the tests' server)."""
+    return [
+        sys.executable,
+        "-m",
+        "sglang.launch_server",
+        "--model-path",
+        str(model),
+        "--device",
+        "cpu",
+        "--attention-backend",
+        "torch_native",
+        "--mm-attention-backend",
+        "sdpa",
+        "--dtype",
+        dtype,
+        "--max-total-tokens",
+        "16384",
+        "--port",
+        str(port),
+    ]
+
+
 def post(url: str, payload: dict, timeout: float = 300) -> dict:
     request = urllib.request.Request(
         url,
@@ -68,25 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
     port = free_port()
     log_path = args.workdir / "server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "sglang.launch_server",
-        "--model-path",
-        str(converted),
-        "--device",
-        "cpu",
-        "--attention-backend",
-        "torch_native",
-        "--mm-attention-backend",
-        "sdpa",
-        "--dtype",
-        "float32",
-        "--max-total-tokens",
-        "16384",
-        "--port",
-        str(port),
-    ]
+    command = cpu_server_command(converted, port)
     # local media only from the demo's own directory (docs/design.md)
     env = dict(os.environ, SGLANG_QSV_ALLOWED_LOCAL_MEDIA_PATH=str(args.workdir))
     print(f"$ SGLANG_QSV_ALLOWED_LOCAL_MEDIA_PATH={args.workdir}", end=" ")

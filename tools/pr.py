@@ -108,23 +108,14 @@ class GpuRun:
 
 
 def series(repo) -> List[Commit]:
-    from tools.tree import BASE_TAG, UPSTREAM_BRANCH, commit_list, git_out, subject
+    from tools.tree import BASE_TAG, UPSTREAM_BRANCH, commit_files, commit_list, subject
 
-    commits = []
-    for number, sha in enumerate(
-        commit_list(repo, f"{BASE_TAG}..{UPSTREAM_BRANCH}"), 1
-    ):
-        files = git_out(
-            repo,
-            "diff-tree",
-            "-r",
-            "--no-commit-id",
-            "--name-only",
-            "--no-renames",
-            sha,
+    return [
+        Commit(number, sha, subject(repo, sha), commit_files(repo, sha))
+        for number, sha in enumerate(
+            commit_list(repo, f"{BASE_TAG}..{UPSTREAM_BRANCH}"), 1
         )
-        commits.append(Commit(number, sha, subject(repo, sha), files.splitlines()))
-    return commits
+    ]
 
 
 def files_touched(repo, commits: List[Commit]) -> List[FileChange]:

@@ -173,6 +173,14 @@ def is_ancestor(repo: git.Repo, a: str, b: str) -> bool:
     return run_git(repo, "merge-base", "--is-ancestor", a, b, check=False)[0] == 0
 
 
+def commit_files(repo: git.Repo, sha: str) -> List[str]:
+    """The paths a commit changes (no rename detection)."""
+    changed = git_out(
+        repo, "diff-tree", "-r", "--no-commit-id", "--name-only", "--no-renames", sha
+    )
+    return changed.splitlines()
+
+
 def commit_list(repo: git.Repo, *range_args: str) -> List[str]:
     out = git_out(repo, "rev-list", "--reverse", *range_args)
     return out.split() if out else []
@@ -889,19 +897,11 @@ def export(paths: Paths, to_cpu: bool = False) -> Dict[str, List[str]]:
     base_files = set(git_out(repo, "ls-tree", "-r", "--name-only", base).splitlines())
     overlay: Dict[str, Tuple[bytes, bool]] = {}
     if overlay_commits:
-        changed = git_out(
-            repo,
-            "diff-tree",
-            "-r",
-            "--no-commit-id",
-            "--name-only",
-            "--no-renames",
-            overlay_commits[0],
-        )
-        for path in changed.splitlines():
+        changed = commit_files(repo, overlay_commits[0])
+        for path in changed:
             overlay[path] = _blob(repo, upstream, path)
         _refuse_unapplied_overlay_edits(
-            repo, overlay_commits[0], changed.splitlines(), paths.overlay
+            repo, overlay_commits[0], changed, paths.overlay
         )
 
     index = Path(tempfile.mkstemp(prefix="qsv-export-index-")[1])

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,16 +14,11 @@ import pytest
 import requests
 
 from tests.quicksviewer_fixtures import PROJECT_ROOT
+from tools.demo import cpu_server_command, free_port
 
 STARTUP_TIMEOUT_S = 300
 REQUEST_TIMEOUT_S = 180
 LOG_TAIL = 6000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:
@@ -101,26 +94,9 @@ def start_server(
     """Launch the server on the CPU recipe of the tests (returns at once; the first
     request waits for /health)."""
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "sglang.launch_server",
-        "--model-path",
-        str(model),
-        "--device",
-        "cpu",
-        "--attention-backend",
-        "torch_native",
-        "--mm-attention-backend",
-        "sdpa",
-        "--dtype",
-        dtype,
-        "--max-total-tokens",
-        "16384",
+    command = cpu_server_command(model, port, dtype) + [
         "--host",
         "127.0.0.1",
-        "--port",
-        str(port),
         # no busy polling while idle: this host has 2 cores
         "--sleep-on-idle",
         *extra_args,
