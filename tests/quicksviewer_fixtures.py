@@ -117,13 +117,16 @@ class Engines:
         self.checkpoints = checkpoints
         self.engines = {}
 
-    def __call__(self, dtype: str):
-        if dtype not in self.engines:
+    def __call__(self, dtype: str, **overrides):
+        """The engine for ``dtype``; ``overrides`` (server arguments) get their own."""
+        key = (dtype, tuple(sorted(overrides.items())))
+        if key not in self.engines:
             import sglang
 
             path = self.checkpoints.converted(dtype)
-            self.engines[dtype] = sglang.Engine(**engine_kwargs(path, dtype))
-        return self.engines[dtype]
+            kwargs = {**engine_kwargs(path, dtype), **overrides}
+            self.engines[key] = sglang.Engine(**kwargs)
+        return self.engines[key]
 
     def shutdown(self):
         for engine in self.engines.values():
