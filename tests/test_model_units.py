@@ -1,5 +1,6 @@
 """Unit facts of the SGLang Quicksviewer model that parity depends on."""
 
+import pytest
 import torch
 from sglang.srt.models.quicksviewer import QuicksviewerCubing, QuicksviewerPosEmbed3D
 
@@ -82,3 +83,19 @@ def test_visual_cache_size_from_the_environment(monkeypatch):
     assert disabled.get("a") is None
     monkeypatch.setenv("SGLANG_QSV_VISUAL_CACHE_MB", "1.5")
     assert QuicksviewerVisualCache.from_env().capacity == 3 * 2**19
+
+
+def test_encoder_sm_count():
+    """SGLANG_QSV_ENCODER_SMS: auto leaves max(16, SMs // 8) SMs to the decode,
+    rounded to the green contexts' granularity of 8; all: no green context."""
+    from sglang.srt.models.quicksviewer import encoder_sm_count
+
+    assert encoder_sm_count("auto", 132) == 112  # H200: 20 SMs left to the decode
+    assert encoder_sm_count("auto", 144) == 120  # 18 -> 24 left
+    assert encoder_sm_count("auto", 264) == 224  # 33 -> 40 left
+    assert encoder_sm_count("auto", 16) is None  # too small to split
+    assert encoder_sm_count(" ALL ", 132) is None
+    assert encoder_sm_count("64", 132) == 64
+    for bad in ("7", "132", "many", ""):
+        with pytest.raises(ValueError, match="SGLANG_QSV_ENCODER_SMS"):
+            encoder_sm_count(bad, 132)

@@ -301,6 +301,76 @@ def _lookup_counter(name: str):
     return _COUNTERS[name]
 
 
+def encoder_sm_count(setting: str, total: int) -> Optional[int]:
+    """SMs of the encoder's green context for ``SGLANG_QSV_ENCODER_SMS``, or None
+    for none (the encoder may use every SM).
+
+    ``auto`` (default): all but max(16, total // 8), rounded down to a multiple of 8
+    (the SM granularity of green contexts on Hopper): 112 of the H200's 132.
+    ``all``: no green context. A number: that many SMs (at least 8, fewer than
+    ``total``).
+    """
+    setting = setting.strip().lower()
+    if setting == "all":
+        return None
+    if setting == "auto":
+        count = (total - max(16, total // 8)) // 8 * 8
+        return count if count >= 8 else None
+    try:
+        count = int(setting)
+    except ValueError:
+        count = 0
+    if not 8 <= count < total:
+        raise ValueError(
+            f"SGLANG_QSV_ENCODER_SMS={setting!r}: give auto, all or a number of SMs "
+            f"from 8 to {total - 1} (this GPU has {total})"
+        )
+    return count
+
+
+def encoder_stream(device: torch.device):
+    """The CUDA stream of the encoder's worker thread (prefetch_mm_inputs).
+
+    On a stream of its own the encoder's kernels interleave with the decode's, but
+    a Hopper GEMM keeps persistent blocks on every SM until it ends, so each kernel
+    of a decode step can wait for a whole encoder GEMM: a running stream got 0.29 s
+    gaps while a 420-frame video was encoded on the H200 (docs/performance.md),
+    with the forward stream at the highest priority (patch 0011) too. A CUDA green
+    context confines the encoder to ``encoder_sm_count`` SMs, so the decode always
+    has SMs of its own. The kernels and their results are unchanged; when green
+    contexts are not available (driver, build, MIG) the stream is a plain one.
+    """
+    plain = torch.cuda.Stream(device)
+    total = torch.cuda.get_device_properties(device).multi_processor_count
+    sms = encoder_sm_count(os.environ.get("SGLANG_QSV_ENCODER_SMS", "auto"), total)
+    if sms is None:
+        return plain, None
+    try:
+        from torch.cuda.green_contexts import GreenContext
+
+        context = GreenContext.create(sms, device.index or 0)
+        raw = context.Stream()
+        stream = torch.cuda.Stream(
+            stream_id=raw.stream_id,
+            device_index=raw.device_index,
+            device_type=raw.device_type,
+        )
+        with torch.cuda.stream(stream):  # fail here, not in the first request
+            probe = torch.ones(8, device=device) * 2
+        stream.synchronize()
+        del probe
+    except Exception as exc:  # any failure: the plain stream
+        logger.warning(
+            "Quicksviewer: no green context of %d SMs for the encoder (%s); it "
+            "shares every SM with the decode",
+            sms,
+            exc,
+        )
+        return plain, None
+    logger.info("Quicksviewer: the encoder runs on %d of %d SMs", sms, total)
+    return stream, context
+
+
 class QuicksviewerVisualCache:
     """Cube starts and visual embeddings of videos already seen, by content.
 
@@ -617,8 +687,9 @@ class QuicksviewerForCausalLM(nn.Module):
         ``SGLANG_QSV_ASYNC_ENCODE=0``, or a device other than CUDA and CPU.
 
         One worker thread encodes (one video at a time: bounded activation
-        memory), on CUDA on its own stream. It runs no collective: the visual
-        stack is replicated on every rank.
+        memory), on CUDA on its own stream, confined to part of the SMs
+        (``encoder_stream``). It runs no collective: the visual stack is
+        replicated on every rank.
         """
         videos = [item for item in mm_inputs.mm_items if item.is_video()]
         device = self.vision_tower.embeddings.patch_embedding.weight.device
@@ -630,8 +701,9 @@ class QuicksviewerForCausalLM(nn.Module):
             return None
         if getattr(self, "_encode_executor", None) is None:
             self._encode_executor = ThreadPoolExecutor(1, "qsv-encoder")
-            self._encode_stream = (
-                torch.cuda.Stream(device) if device.type == "cuda" else None
+            # the green context (if any) must outlive its stream
+            self._encode_stream, self._encode_context = (
+                encoder_stream(device) if device.type == "cuda" else (None, None)
             )
             # content digests being encoded by a submitted request
             self._encoding = set()
@@ -676,8 +748,9 @@ class QuicksviewerForCausalLM(nn.Module):
     def _encode_videos(self, work, ready: Optional["torch.cuda.Event"]) -> None:
         """The worker thread's part of prefetch_mm_inputs."""
         stream = self._encode_stream
-        with torch.inference_mode(), (
-            torch.cuda.stream(stream) if stream is not None else nullcontext()
+        with (
+            torch.inference_mode(),
+            torch.cuda.stream(stream) if stream is not None else nullcontext(),
         ):
             if ready is not None:
                 stream.wait_event(ready)
