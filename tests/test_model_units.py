@@ -86,14 +86,14 @@ def test_visual_cache_size_from_the_environment(monkeypatch):
 
 
 def test_encoder_sm_count():
-    """SGLANG_QSV_ENCODER_SMS: auto leaves max(16, SMs // 8) SMs to the decode,
+    """SGLANG_QSV_ENCODER_SMS: auto gives the encoder half the SMs,
     rounded to the green contexts' granularity of 8; all: no green context."""
     from sglang.srt.models.quicksviewer import encoder_sm_count
 
-    assert encoder_sm_count("auto", 132) == 112  # H200: 20 SMs left to the decode
-    assert encoder_sm_count("auto", 144) == 120  # 18 -> 24 left
-    assert encoder_sm_count("auto", 264) == 224  # 33 -> 40 left
-    assert encoder_sm_count("auto", 16) is None  # too small to split
+    assert encoder_sm_count("auto", 132) == 64  # H200: half, to a multiple of 8
+    assert encoder_sm_count("auto", 144) == 72
+    assert encoder_sm_count("auto", 20) == 8
+    assert encoder_sm_count("auto", 14) is None  # too small to split
     assert encoder_sm_count(" ALL ", 132) is None
     assert encoder_sm_count("64", 132) == 64
     for bad in ("7", "132", "many", ""):

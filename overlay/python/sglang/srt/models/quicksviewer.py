@@ -305,16 +305,15 @@ def encoder_sm_count(setting: str, total: int) -> Optional[int]:
     """SMs of the encoder's green context for ``SGLANG_QSV_ENCODER_SMS``, or None
     for none (the encoder may use every SM).
 
-    ``auto`` (default): all but max(16, total // 8), rounded down to a multiple of 8
-    (the SM granularity of green contexts on Hopper): 112 of the H200's 132.
-    ``all``: no green context. A number: that many SMs (at least 8, fewer than
-    ``total``).
+    ``auto`` (default): half of them, rounded down to a multiple of 8 (the SM
+    granularity of green contexts on Hopper): 64 of the H200's 132. ``all``: no
+    green context. A number: that many SMs (at least 8, fewer than ``total``).
     """
     setting = setting.strip().lower()
     if setting == "all":
         return None
     if setting == "auto":
-        count = (total - max(16, total // 8)) // 8 * 8
+        count = total // 2 // 8 * 8
         return count if count >= 8 else None
     try:
         count = int(setting)
@@ -329,7 +328,9 @@ def encoder_sm_count(setting: str, total: int) -> Optional[int]:
 
 
 def encoder_stream(device: torch.device):
-    """The CUDA stream of the encoder's worker thread (prefetch_mm_inputs).
+    """The CUDA stream on which the encoder's worker thread (prefetch_mm_inputs)
+    encodes while other requests decode, and its green context (keep it alive),
+    or (None, None).
 
     On a stream of its own the encoder's kernels interleave with the decode's, but
     a Hopper GEMM keeps persistent blocks on every SM until it ends, so each kernel
@@ -337,14 +338,13 @@ def encoder_stream(device: torch.device):
     gaps while a 420-frame video was encoded on the H200 (docs/performance.md),
     with the forward stream at the highest priority (patch 0011) too. A CUDA green
     context confines the encoder to ``encoder_sm_count`` SMs, so the decode always
-    has SMs of its own. The kernels and their results are unchanged; when green
-    contexts are not available (driver, build, MIG) the stream is a plain one.
+    has SMs of its own. When green contexts are not available (driver, build, MIG)
+    there is none, and the encoder shares every SM.
     """
-    plain = torch.cuda.Stream(device)
     total = torch.cuda.get_device_properties(device).multi_processor_count
     sms = encoder_sm_count(os.environ.get("SGLANG_QSV_ENCODER_SMS", "auto"), total)
     if sms is None:
-        return plain, None
+        return None, None
     try:
         from torch.cuda.green_contexts import GreenContext
 
@@ -366,7 +366,7 @@ def encoder_stream(device: torch.device):
             sms,
             exc,
         )
-        return plain, None
+        return None, None
     logger.info("Quicksviewer: the encoder runs on %d of %d SMs", sms, total)
     return stream, context
 
@@ -674,7 +674,9 @@ class QuicksviewerForCausalLM(nn.Module):
         return embeddings, starts, timing
 
     # ------------------------------------------- encoding off the event loop
-    def prefetch_mm_inputs(self, mm_inputs: MultimodalInputs) -> Optional[Future]:
+    def prefetch_mm_inputs(
+        self, mm_inputs: MultimodalInputs, busy: bool = False
+    ) -> Optional[Future]:
         """Encode the request's videos off the scheduler's event loop.
 
         The scheduler calls this on every TP rank for every new multimodal
@@ -687,9 +689,10 @@ class QuicksviewerForCausalLM(nn.Module):
         ``SGLANG_QSV_ASYNC_ENCODE=0``, or a device other than CUDA and CPU.
 
         One worker thread encodes (one video at a time: bounded activation
-        memory), on CUDA on its own stream, confined to part of the SMs
-        (``encoder_stream``). It runs no collective: the visual stack is
-        replicated on every rank.
+        memory), on CUDA on its own stream: on every SM when nothing else runs,
+        on part of them (``encoder_stream``) when the scheduler says other
+        requests are decoding (``busy``, patch 0012). It runs no collective: the
+        visual stack is replicated on every rank.
         """
         videos = [item for item in mm_inputs.mm_items if item.is_video()]
         device = self.vision_tower.embeddings.patch_embedding.weight.device
@@ -701,9 +704,13 @@ class QuicksviewerForCausalLM(nn.Module):
             return None
         if getattr(self, "_encode_executor", None) is None:
             self._encode_executor = ThreadPoolExecutor(1, "qsv-encoder")
-            # the green context (if any) must outlive its stream
-            self._encode_stream, self._encode_context = (
-                encoder_stream(device) if device.type == "cuda" else (None, None)
+            # on CUDA: a stream on every SM, for a video that arrives while
+            # nothing else runs, and one on part of them (a green context, which
+            # must outlive its stream) for one that arrives while others decode
+            cuda = device.type == "cuda"
+            self._encode_stream = torch.cuda.Stream(device) if cuda else None
+            self._shared_stream, self._encode_context = (
+                encoder_stream(device) if cuda else (None, None)
             )
             # content digests being encoded by a submitted request
             self._encoding = set()
@@ -740,14 +747,21 @@ class QuicksviewerForCausalLM(nn.Module):
             # the frames may still be copied on this thread's stream (CUDA IPC)
             ready = torch.cuda.Event()
             ready.record()
-        future = self._encode_executor.submit(self._encode_videos, work, ready)
+        stream = self._encode_stream
+        if busy and self._shared_stream is not None:
+            stream = self._shared_stream
+        future = self._encode_executor.submit(self._encode_videos, work, ready, stream)
         # also when an abort cancels it before it starts
         future.add_done_callback(lambda _: self._encoding.difference_update(added))
         return future
 
-    def _encode_videos(self, work, ready: Optional["torch.cuda.Event"]) -> None:
+    def _encode_videos(
+        self,
+        work,
+        ready: Optional["torch.cuda.Event"],
+        stream: Optional["torch.cuda.Stream"],
+    ) -> None:
         """The worker thread's part of prefetch_mm_inputs."""
-        stream = self._encode_stream
         with (
             torch.inference_mode(),
             torch.cuda.stream(stream) if stream is not None else nullcontext(),
