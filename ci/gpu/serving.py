@@ -75,7 +75,11 @@ def main():
         log = str(OUT / "serving-server.log")
         server_arg = server_flags() + ["--enable-metrics"]
 
-    clips = [("warm", warm_clip())] + [(n, video(v)) for n, v in CLIPS.items()]
+    # the clips are written on first use (minutes for the 420-frame ones on a
+    # fresh host): only those of the selected benchmarks
+    clips = []
+    if selected("ttft"):
+        clips = [("warm", warm_clip())] + [(n, video(v)) for n, v in CLIPS.items()]
     serving = BENCH / "bench_video_serving.py"
     if selected("serving") and serving.exists():
         cmd = [sys.executable, serving, "--prepare-only", *SERVING_ARGS]
@@ -86,30 +90,31 @@ def main():
 
         write_video(fresh, 430, 5.0, 1280, 720, seed=9)
     proc, url, _ = launch(Args)
+    # name -> its command, built only when selected (video() writes clips)
     benches = {
-        "ttft": [
+        "ttft": lambda: [
             BENCH / "bench_video_ttft.py",
             *("--url", url, "--log", Args.log),
             *(f"--video={name}={path}" for name, path in clips),
             *("--out", OUT / "ttft.json"),
         ],
-        "stall": [
+        "stall": lambda: [
             BENCH / "bench_video_stall.py",
             *("--url", url, "--server-log", Args.log, "--video", fresh),
             *("--warmup-video", video("60s"), "--tokens", "2048"),
             *("--out", OUT / "stall.json"),
         ],
-        "decode": [
+        "decode": lambda: [
             BENCH / "bench_decode.py",
             *("--url", url, "--video", f"420f={video('420s')}"),
             *("--out", OUT / "decode.json"),
         ],
-        "serving": [
+        "serving": lambda: [
             serving,
             *("--url", url, *SERVING_ARGS),
             *("--out", OUT / "serving-bench.json"),
         ],
-        "soak": [
+        "soak": lambda: [
             BENCH / "soak.py",
             *("--url", url, "--clients", "32", "--rounds", "2"),
             *("--server-pid", proc.pid, "--media-dir", WORK / "soak"),
@@ -119,10 +124,12 @@ def main():
     report = {"server_args": Args.server_arg, "benchmarks": {}, "skipped": {}}
     done = report["benchmarks"]
     try:
-        for name, cmd in benches.items():
+        for name, command in benches.items():
             if not selected(name):
                 report["skipped"][name] = "not in QSV_SERVING_BENCHES"
-            elif not cmd[0].exists():
+                continue
+            cmd = command()
+            if not cmd[0].exists():
                 report["skipped"][name] = f"no {cmd[0].name}"
             else:
                 done[name] = run(name, [sys.executable, *cmd])
