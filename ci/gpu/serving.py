@@ -56,7 +56,7 @@ def run(name: str, cmd: list) -> dict:
 
 def main():
     sys.path.insert(0, str(BENCH))
-    from bench_video_ttft import launch, stop
+    from bench_video_ttft import launch
 
     OUT.mkdir(parents=True, exist_ok=True)
     os.environ["SGLANG_QSV_ALLOWED_LOCAL_MEDIA_PATH"] = str(WORK)
@@ -73,7 +73,8 @@ def main():
     if serving.exists():
         cmd = [sys.executable, serving, "--prepare-only", *SERVING_ARGS]
         subprocess.run(list(map(str, cmd)), check=True)
-    proc, url, _ = launch(Args)
+    server = launch(Args)
+    url = server.url
     report = {"server_args": Args.server_arg, "benchmarks": {}}
     done = report["benchmarks"]
     try:
@@ -95,7 +96,7 @@ def main():
         if stall.exists():
             fresh = WORK / "stall-720p.mp4"  # a copy: a video the server has not seen
             if not fresh.exists():
-                from tests.videos import write_video
+                from tools.media import write_video
 
                 write_video(fresh, 430, 5.0, 1280, 720, seed=9)
             done["stall"] = run(
@@ -155,7 +156,7 @@ def main():
                 "--rounds",
                 "2",
                 "--server-pid",
-                proc.pid,
+                server.proc.pid,
                 "--media-dir",
                 WORK / "soak",
                 "--out",
@@ -163,7 +164,7 @@ def main():
             ],
         )
     finally:
-        stop(proc)
+        server.stop()
     (OUT / "serving.json").write_text(json.dumps(report, indent=1))
     sys.exit(1 if any(r["exit"] for r in done.values()) else 0)
 
