@@ -76,7 +76,7 @@ def sglang_components(args) -> dict:
     from sglang.srt.utils.network import get_free_port
     from transformers import AutoTokenizer
 
-    from tests.helpers.sglang_encoder import weights
+    from tools.sglang_inprocess import weights
 
     server_args = ServerArgs(
         model_path=args.model,
@@ -236,7 +236,7 @@ def throughput_videos(args) -> list[str]:
     """BATCH distinct copies of the first video's length (no cache sharing)."""
     import cv2
 
-    from tests.videos import write_video
+    from tools.media import write_video
 
     cap = cv2.VideoCapture(args.video[0])
     fps = cap.get(cv2.CAP_PROP_FPS)

@@ -61,7 +61,7 @@ def _generate(media: str, tokens: int, **data) -> dict:
 def write_media(directory: Path) -> dict[str, Path]:
     from PIL import Image
 
-    from tests.videos import write_video
+    from tools.media import write_video
 
     directory.mkdir(parents=True, exist_ok=True)
     paths = {

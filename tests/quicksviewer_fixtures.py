@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers.sglang_outputs import (  # noqa: F401 (re-exported)
+from tools.media import STANDARD_VIDEOS, standard_video
+from tools.sglang_outputs import (  # noqa: F401 (re-exported)
     as_reported,
     reported_input_ids,
 )
-from tests.videos import STANDARD_VIDEOS, standard_video
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 QUESTION = "What is happening in the video?"

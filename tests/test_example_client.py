@@ -19,7 +19,7 @@ import pytest
 
 from tests.helpers.http_server import start_server
 from tests.quicksviewer_fixtures import PROJECT_ROOT
-from tests.videos import STANDARD_VIDEOS, write_video
+from tools.media import STANDARD_VIDEOS, write_video
 
 EXAMPLE = PROJECT_ROOT / "examples" / "video_qa_client.py"
 RUN_TIMEOUT_S = 300

@@ -41,7 +41,7 @@ from tests.helpers.http_server import Server, start_server
 from tests.helpers.qsv_failing_encoder.quicksviewer_failing import FAIL_FRAMES
 from tests.quicksviewer_fixtures import PROJECT_ROOT, chatml_prompt
 from tests.test_model_server import chat_payload, generate_payload
-from tests.videos import write_video
+from tools.media import write_video
 
 LONG_FRAMES = 300  # 1 fps sampling of a 300 s clip: 300 frames
 TIMING = re.compile(r"qsv-timing (\{.*\})")

@@ -23,7 +23,7 @@ from tests.quicksviewer_fixtures import (
     reported_input_ids,
     run_script,
 )
-from tests.videos import STANDARD_VIDEOS
+from tools.media import STANDARD_VIDEOS
 
 VIDEOS = sorted(STANDARD_VIDEOS)
 NEW_TOKENS = 16

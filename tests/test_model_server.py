@@ -31,7 +31,7 @@ from tests.quicksviewer_fixtures import (
     reported_input_ids,
 )
 from tests.helpers.http_server import start_server
-from tests.videos import STANDARD_VIDEOS, write_video
+from tools.media import STANDARD_VIDEOS, write_video
 
 NEW_TOKENS = 16
 VIDEO = "12s_30fps"

@@ -2,7 +2,7 @@
 
 overlay/test/registered/vlm/test_quicksviewer.py is the test that goes upstream with
 the model (it starts its own Engine and writes its own videos). Here it runs from
-build/sglang, as ``make test`` would with UPSTREAM_TESTS, on the converted fp32 tiny
+build/sglang, as upstream's CI runs it from its checkout, on the converted fp32 tiny
 checkpoint, in a subprocess of its own (its own process group, killed on timeout).
 """
 

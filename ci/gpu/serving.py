@@ -63,7 +63,7 @@ def run(name: str, cmd: list) -> dict:
 
 def main():
     sys.path.insert(0, str(BENCH))
-    from bench_video_ttft import launch, stop
+    from bench_video_ttft import launch
 
     OUT.mkdir(parents=True, exist_ok=True)
     os.environ["SGLANG_QSV_ALLOWED_LOCAL_MEDIA_PATH"] = str(WORK)
@@ -86,10 +86,11 @@ def main():
         subprocess.run(list(map(str, cmd)), check=True)
     fresh = WORK / "stall-720p.mp4"  # a copy: a video the server has not seen
     if selected("stall") and not fresh.exists():
-        from tests.videos import write_video
+        from tools.media import write_video
 
         write_video(fresh, 430, 5.0, 1280, 720, seed=9)
-    proc, url, _ = launch(Args)
+    server = launch(Args)
+    url = server.url
     # name -> its command, built only when selected (video() writes clips)
     benches = {
         "ttft": lambda: [
@@ -117,7 +118,7 @@ def main():
         "soak": lambda: [
             BENCH / "soak.py",
             *("--url", url, "--clients", "32", "--rounds", "2"),
-            *("--server-pid", proc.pid, "--media-dir", WORK / "soak"),
+            *("--server-pid", server.proc.pid, "--media-dir", WORK / "soak"),
             *("--out", OUT / "soak.json"),
         ],
     }
@@ -134,7 +135,7 @@ def main():
             else:
                 done[name] = run(name, [sys.executable, *cmd])
     finally:
-        stop(proc)
+        server.stop()
     (OUT / "serving.json").write_text(json.dumps(report, indent=1))
     sys.exit(1 if any(r["exit"] for r in done.values()) else 0)
 

@@ -20,7 +20,7 @@ WARM = (12, 30.0, 640, 360)  # seconds, fps, width, height
 
 
 def warm_clip():
-    from tests.videos import write_video
+    from tools.media import write_video
 
     path = WORK / "warm12s.mp4"
     if not path.exists():
