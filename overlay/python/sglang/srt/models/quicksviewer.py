@@ -284,6 +284,27 @@ class QuicksviewerCubing(nn.Module):
         return out
 
 
+def video_segments(timestamps: Sequence[float], starts: Sequence[int]) -> dict:
+    """The cubing of one video as a request with ``return_segments`` gets it.
+
+    ``timestamps``: the sampled frames' timestamps in seconds (those of the
+    prompt); one cube per start, over the sampled frames ``[start_frame,
+    end_frame)``, with ``start_s`` and ``end_s`` the timestamps of its first and
+    its last frame.
+    """
+    ends = list(starts[1:]) + [len(timestamps)]
+    cubes = [
+        {
+            "start_frame": start,
+            "end_frame": end,
+            "start_s": timestamps[start],
+            "end_s": timestamps[end - 1],
+        }
+        for start, end in zip(starts, ends)
+    ]
+    return {"timestamps": list(timestamps), "cubes": cubes}
+
+
 _COUNTERS = {}
 
 
@@ -588,16 +609,23 @@ class QuicksviewerForCausalLM(nn.Module):
         already in the prompt, in the original's chunk before the first frame),
         the item gets one offset per 64-token block and its embeddings as
         ``precomputed_embeddings``. Image runs are only padded.
+
+        Every video's cubes (from this encode or the visual cache) are also
+        reported in ``mm_inputs.segments``, in prompt order, for requests that
+        ask for them (``return_segments``).
         """
         items = sorted(mm_inputs.mm_items, key=lambda item: item.offsets[0][0])
         out: List[int] = []
+        segments = []
         cursor = 0
         for item in items:
             first, last = item.offsets[0][0], item.offsets[-1][1]
             out.extend(input_ids[cursor:first])
             shift = len(out) - first
             if item.is_video():
-                item.offsets = self._layout_video(item, input_ids, out)
+                item.offsets, starts = self._layout_video(item, input_ids, out)
+                timestamps = item.model_specific_data["timestamps"]
+                segments.append(video_segments(timestamps, starts))
             else:
                 item.offsets = [(s + shift, e + shift) for s, e in item.offsets]
                 out.extend(input_ids[first : last + 1])
@@ -605,11 +633,13 @@ class QuicksviewerForCausalLM(nn.Module):
                     out[s : e + 1] = [item.pad_value] * (e - s + 1)
             cursor = last + 1
         out.extend(input_ids[cursor:])
+        mm_inputs.segments = segments
         return out
 
     def _layout_video(
         self, item: MultimodalDataItem, input_ids: Sequence[int], out: List[int]
-    ) -> List[Tuple[int, int]]:
+    ) -> Tuple[List[Tuple[int, int]], List[int]]:
+        """Append a video's layout to ``out``; its offsets and cube starts."""
         cubes_start = item.offsets[-1][0]
         num_frames = item.feature.shape[0]
         # encoded off the event loop by prefetch_mm_inputs, else encode here
@@ -646,7 +676,7 @@ class QuicksviewerForCausalLM(nn.Module):
                 "t_layout": time.time(),
             }
             logger.warning("qsv-timing %s", json.dumps(record))
-        return offsets
+        return offsets, starts
 
     def _encode_video_item(self, item: MultimodalDataItem, lookup: bool):
         """(embeddings, cube starts, timing) of a video item, from the visual

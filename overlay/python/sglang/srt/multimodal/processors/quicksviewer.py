@@ -472,6 +472,8 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
                 frames, timestamps, digest = next(videos)
                 data = {
                     "timestamp_token_ids": [[]],
+                    # in seconds, for the segmentation (return_segments)
+                    "timestamps": [float(t) for t in timestamps],
                     "pixel_table": self.pixel_table,
                     "content_digest": digest,
                 }
