@@ -33,7 +33,7 @@ import requests
 
 from tests.helpers.http_server import REQUEST_TIMEOUT_S, start_server
 from tests.quicksviewer_fixtures import QUESTION, chatml_prompt
-from tests.videos import STANDARD_VIDEOS, write_video
+from tools.media import STANDARD_VIDEOS, write_video
 
 VIDEOS = sorted(STANDARD_VIDEOS)
 VIDEO = "12s_30fps"
