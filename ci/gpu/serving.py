@@ -118,6 +118,9 @@ def main():
         "soak": lambda: [
             BENCH / "soak.py",
             *("--url", url, "--clients", "32", "--rounds", "2"),
+            # bf16 results depend on the batch (docs/gpu-runs.md, session 3): the
+            # exact-token soak is the CPU one (make test)
+            "--token-check=report",
             *("--server-pid", server.proc.pid, "--media-dir", WORK / "soak"),
             *("--out", OUT / "soak.json"),
         ],
