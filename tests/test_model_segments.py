@@ -31,7 +31,7 @@ import re
 import pytest
 import requests
 
-from tests.helpers.http_server import REQUEST_TIMEOUT_S, start_server
+from tests.helpers.http_server import REQUEST_TIMEOUT_S, reporting, start_server
 from tests.quicksviewer_fixtures import QUESTION, chatml_prompt
 from tools.media import STANDARD_VIDEOS, write_video
 
@@ -46,14 +46,8 @@ def server(checkpoints, tmp_path_factory, request):
     srv = start_server(
         checkpoints.converted("fp32"), log, env={"SGLANG_QSV_TIMING": "1"}
     )
-    failed_before = request.session.testsfailed
-    try:
+    with reporting(srv, request):
         yield srv
-    finally:
-        srv.stop()
-        if request.session.testsfailed > failed_before:
-            reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-            reporter.write_line(srv.log_tail())
 
 
 def expected_segments(references, path) -> dict:

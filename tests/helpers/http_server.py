@@ -4,6 +4,7 @@ failures to start are test failures, plus JSON posts."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,20 @@ def start_server(
         *extra_args,
     ]
     return Server(command, port, log, env, PROJECT_ROOT, STARTUP_TIMEOUT_S)
+
+
+@contextlib.contextmanager
+def reporting(server: Server, request, wait: bool = False):
+    """Yield ``server`` (``wait``: once healthy), stop it afterwards and, when a test
+    of the session failed meanwhile, write its log tail straight to the terminal
+    (the captured output of a passing last test would not be shown)."""
+    failed_before = request.session.testsfailed
+    try:
+        if wait:
+            server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+        if request.session.testsfailed > failed_before:
+            reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+            reporter.write_line(server.log_tail())
