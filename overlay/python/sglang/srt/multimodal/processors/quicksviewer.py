@@ -65,6 +65,7 @@ from sglang.srt.models.quicksviewer import (
     QuicksviewerForCausalLM,
     QuicksviewerVisualCache,
 )
+from sglang.srt.multimodal.mm_utils import divide_to_patches, select_best_resolution
 from sglang.srt.multimodal.processors.base_processor import BaseMultimodalProcessor
 from sglang.srt.multimodal.quicksviewer_limits import MediaLimits
 from sglang.srt.multimodal.quicksviewer_resize import (
@@ -94,30 +95,18 @@ TIMING = os.environ.get("SGLANG_QSV_TIMING", "0") == "1"
 RESIZE_DEVICE = os.environ.get("SGLANG_QSV_RESIZE_DEVICE", "auto")
 
 
-def select_best_resolution(
-    size: Tuple[int, int], pinpoints: Sequence[Sequence[int]]
-) -> Tuple[int, int]:
-    """The anyres grid (width, height) of the original: most effective pixels,
-    then least waste."""
-    width, height = size
-    best, best_effective, best_waste = None, 0, float("inf")
-    for cand_w, cand_h in pinpoints:
-        scale = min(cand_w / width, cand_h / height)
-        effective = min(int(width * scale) * int(height * scale), width * height)
-        waste = cand_w * cand_h - effective
-        if effective > best_effective or (
-            effective == best_effective and waste < best_waste
-        ):
-            best, best_effective, best_waste = (cand_w, cand_h), effective, waste
-    return best
-
-
 def anyres_tiles(
     image: Image.Image, pinpoints: Sequence[Sequence[int]], tile: int
 ) -> List[Image.Image]:
     """Base view plus the tiles of the image resized and padded (black) to the
     best pinpoint, in the original's order and with PIL's default resampling
-    (bicubic, Pillow <= 12 semantics)."""
+    (bicubic, Pillow <= 12 semantics).
+
+    The grid and the tiles are upstream's (``select_best_resolution``,
+    ``divide_to_patches``). The resize and pad is written out: upstream's
+    ``resize_and_pad_image`` resizes with the installed Pillow, whose bicubic
+    changed in Pillow 13, and the original's pixels are Pillow 12's.
+    """
     target_w, target_h = select_best_resolution(image.size, pinpoints)
     width, height = image.size
     scale_w, scale_h = target_w / width, target_h / height
@@ -130,12 +119,7 @@ def anyres_tiles(
         resize_image(image, (new_w, new_h)),
         ((target_w - new_w) // 2, (target_h - new_h) // 2),
     )
-    tiles = [
-        canvas.crop((x, y, x + tile, y + tile))
-        for y in range(0, target_h, tile)
-        for x in range(0, target_w, tile)
-    ]
-    return [resize_image(image, (tile, tile))] + tiles
+    return [resize_image(image, (tile, tile))] + divide_to_patches(canvas, tile)
 
 
 class QuicksviewerProcessor(BaseMultimodalProcessor):
