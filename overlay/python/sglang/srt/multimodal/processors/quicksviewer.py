@@ -505,6 +505,9 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         # a video share one run of (number of cubes) * Q: once the cubes are
         # known, pad_input_ids keeps the timestamp of each cube's first frame (the
         # chunk before that frame; frame 0's chunk stays in the prompt).
+        # The offsets are recorded here, not found afterwards by upstream's
+        # get_mm_items_offset: a placeholder id is also a marker's, and without
+        # the patch or thumbnail markers a marker or the next run touches a run.
         q = self.num_queries
         input_ids: List[int] = list(chunk_ids[0])
         for (kind, media, index), ids in zip(visuals, chunk_ids[1:]):
