@@ -59,6 +59,7 @@ from sglang.srt.model_executor.forward_batch_info import ForwardBatch
 from sglang.srt.model_loader.weight_utils import default_weight_loader
 from sglang.srt.models.idefics2 import Idefics2VisionTransformer
 from sglang.srt.models.llama import LlamaForCausalLM
+from sglang.srt.models.minicpmv import BaseResampler
 from sglang.srt.models.qwen2 import Qwen2ForCausalLM
 from sglang.srt.models.utils import WeightsMapper
 from sglang.srt.runtime_context import get_server_args
@@ -151,12 +152,14 @@ class QuicksviewerPosEmbed3D(nn.Module):
         return pos.reshape(n * hw, self.embed_dim).to(dtype)
 
 
-class QuicksviewerResampler(nn.Module):
+class QuicksviewerResampler(BaseResampler):
     """Perceiver resampler with 3D positions added to the keys only.
 
-    ``nn.MultiheadAttention`` is kept on purpose: the original calls it with
-    ``need_weights=True`` and a key padding mask, which selects PyTorch's
-    explicit attention math, and parity depends on the same kernel sequence.
+    The parameters are MiniCPM-V's ``BaseResampler`` (the same names, so the
+    original's weights load strictly). ``nn.MultiheadAttention`` is kept on
+    purpose: the original calls it with ``need_weights=True`` and a key padding
+    mask, which selects PyTorch's explicit attention math, and parity depends on
+    the same kernel sequence.
     """
 
     def __init__(
@@ -165,22 +168,25 @@ class QuicksviewerResampler(nn.Module):
         quant_config: Optional[QuantizationConfig] = None,
         prefix: str = "",
     ):
-        super().__init__()
         embed_dim = config.text_config.hidden_size
         kv_dim = config.vision_config.hidden_size
-        self.query = nn.Parameter(torch.empty(config.num_queries, embed_dim))
-        self.kv_proj = ReplicatedLinear(
-            kv_dim,
-            embed_dim,
-            bias=False,
+        super().__init__(
+            num_queries=config.num_queries,
+            embed_dim=embed_dim,
+            num_heads=config.resampler_num_heads,
+            kv_dim=kv_dim,
             quant_config=quant_config,
-            prefix=add_prefix("kv_proj", prefix),
+            prefix=prefix,
         )
-        self.attn = nn.MultiheadAttention(embed_dim, config.resampler_num_heads)
-        self.ln_q = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.ln_kv = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.ln_post = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.proj = nn.Parameter(torch.empty(embed_dim, embed_dim))
+        if kv_dim == embed_dim:
+            # BaseResampler drops kv_proj at equal widths; the original keeps it
+            self.kv_proj = ReplicatedLinear(
+                kv_dim,
+                embed_dim,
+                bias=False,
+                quant_config=quant_config,
+                prefix=add_prefix("kv_proj", prefix),
+            )
         self.pos_embed = QuicksviewerPosEmbed3D(embed_dim, config.vision_feature_size)
 
     def forward(self, features: torch.Tensor, frame_start: int = 0) -> torch.Tensor:
@@ -191,7 +197,7 @@ class QuicksviewerResampler(nn.Module):
         pos = self.pos_embed(frame_start, frame_end, features.dtype, features.device)
         x, _ = self.kv_proj(features)
         x = self.ln_kv(x).permute(1, 0, 2)
-        q = self.ln_q(self.query).unsqueeze(1).repeat(1, batch, 1)
+        q = self._repeat(self.ln_q(self.query), batch)
         key_padding_mask = torch.zeros(
             (batch, length), dtype=torch.bool, device=x.device
         )
