@@ -46,7 +46,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sglang.srt.configs.quicksviewer import QuicksviewerConfig
+from sglang.srt.configs.quicksviewer import (
+    QuicksviewerConfig,
+    QuicksviewerVideoItem,
+    num_cube_boundaries,
+)
 from sglang.srt.layers.linear import ReplicatedLinear
 from sglang.srt.layers.quantization.base_config import QuantizationConfig
 from sglang.srt.managers.mm_utils import general_mm_embed_routine
@@ -207,6 +211,24 @@ class QuicksviewerResampler(BaseResampler):
         return self.ln_post(out.permute(1, 0, 2)) @ self.proj
 
 
+def select_cubes(
+    scores: torch.Tensor, num_frames: int, frames_per_cube: int = 5
+) -> torch.Tensor:
+    """Straight-through cube-start weights (N,), non-zero where a cube starts:
+    frame 0, then the ``num_cube_boundaries`` highest boundary ``scores``
+    ((N - 1,), P(cube starts at frame j), j = 1..N-1).
+
+    The original runs ``topk`` on CUDA, which returns the lowest index among
+    equal scores (bf16 scores tie often); a stable descending sort gives that
+    order on every device.
+    """
+    k = num_cube_boundaries(num_frames, frames_per_cube)
+    order = torch.sort(scores, descending=True, stable=True).indices[:k]
+    hard = torch.zeros_like(scores).scatter_(0, order, 1)
+    hard = (hard - scores) + scores
+    return torch.cat([torch.ones_like(hard[:1]), hard])
+
+
 class QuicksviewerCubing(nn.Module):
     """Momentum cubing head and thumbnail of the original ``Cubing`` module."""
 
@@ -237,11 +259,6 @@ class QuicksviewerCubing(nn.Module):
         self.proj_fc2 = linear("proj_fc2", 2)
         self.thumbnail_proj = linear("thumbnail_proj", config.text_config.hidden_size)
 
-    @staticmethod
-    def num_boundaries(num_frames: int, frames_per_cube: int = 5) -> int:
-        """Boundaries chosen besides frame 0 (the original's ``num_cubes``)."""
-        return max(round(num_frames / frames_per_cube) - 1, 1)
-
     def boundary_scores(self, video: torch.Tensor) -> torch.Tensor:
         """P(cube starts at frame j), j = 1..N-1, in the model dtype.
 
@@ -260,19 +277,6 @@ class QuicksviewerCubing(nn.Module):
         feats, _ = self.proj_fc1(feats)
         logits, _ = self.proj_fc2(self.proj_act(feats))
         return F.softmax(logits / self.temperature, dim=-1)[:, 1]
-
-    def select(self, scores: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """Straight-through cube-start weights (N,), non-zero where a cube starts.
-
-        The original runs ``topk`` on CUDA, which returns the lowest index among
-        equal scores (bf16 scores tie often); a stable descending sort gives that
-        order on every device.
-        """
-        k = self.num_boundaries(num_frames, self.frames_per_cube)
-        order = torch.sort(scores, descending=True, stable=True).indices[:k]
-        hard = torch.zeros_like(scores).scatter_(0, order, 1)
-        hard = (hard - scores) + scores
-        return torch.cat([torch.ones_like(hard[:1]), hard])
 
     def thumbnail(
         self, video: torch.Tensor, weights: torch.Tensor, total: float
@@ -576,7 +580,7 @@ class QuicksviewerForCausalLM(nn.Module):
         video = self.encode_frames(frames, pixel_table)
         num_frames = video.shape[0]
         scores = self.cubing.boundary_scores(video)
-        weights = self.cubing.select(scores, num_frames)
+        weights = select_cubes(scores, num_frames, self.cubing.frames_per_cube)
         # The layout depends on the cubes: one device-to-host copy per video.
         *host_weights, total = torch.cat([weights, weights.sum()[None]]).tolist()
         starts = [i for i, w in enumerate(host_weights) if w != 0]
@@ -590,7 +594,7 @@ class QuicksviewerForCausalLM(nn.Module):
     def get_image_feature(self, items: List[MultimodalDataItem]) -> torch.Tensor:
         """Every anyres tile is one 64-token block (no cubing, frame index 0)."""
         frames = torch.cat([item.feature for item in items])
-        pixel_table = items[0].model_specific_data["pixel_table"]
+        pixel_table = items[0].model_specific_data[QuicksviewerVideoItem.PIXEL_TABLE]
         features = self.encode_frames(frames, pixel_table)
         return self.resampler(features).flatten(0, 1)
 
@@ -630,7 +634,7 @@ class QuicksviewerForCausalLM(nn.Module):
             shift = len(out) - first
             if item.is_video():
                 item.offsets, starts = self._layout_video(item, input_ids, out)
-                timestamps = item.model_specific_data["timestamps"]
+                timestamps = item.model_specific_data[QuicksviewerVideoItem.TIMESTAMPS]
                 segments.append(video_segments(timestamps, starts))
             else:
                 item.offsets = [(s + shift, e + shift) for s, e in item.offsets]
@@ -646,17 +650,21 @@ class QuicksviewerForCausalLM(nn.Module):
         self, item: MultimodalDataItem, input_ids: Sequence[int], out: List[int]
     ) -> Tuple[List[Tuple[int, int]], List[int]]:
         """Append a video's layout to ``out``; its offsets and cube starts."""
-        cubes_start = item.offsets[-1][0]
+        # the runs of a QuicksviewerVideoItem: the thumbnail (if any), the cubes
+        if self.config.use_thumbnail:
+            (_, thumb_end), (cubes_start, _) = item.offsets
+        else:
+            ((cubes_start, _),) = item.offsets
         num_frames = item.feature.shape[0]
         # encoded off the event loop by prefetch_mm_inputs, else encode here
-        prefetched = item.model_specific_data.pop("qsv_encoded", None)
+        data = item.model_specific_data
+        prefetched = data.pop(QuicksviewerVideoItem.ENCODED, None)
         encoded = prefetched or self._encode_video_item(item, lookup=True)
         embeddings, starts, timing = encoded
         num_queries = embeddings.shape[1]
-        timestamps = item.model_specific_data["timestamp_token_ids"]
+        timestamps = data[QuicksviewerVideoItem.TIMESTAMP_TOKEN_IDS]
         offsets = []
         if self.config.use_thumbnail:
-            thumb_end = item.offsets[0][1]
             offsets.append((len(out), len(out) + num_queries - 1))
             out.extend([item.pad_value] * num_queries)
             out.extend(input_ids[thumb_end + 1 : cubes_start])
@@ -672,11 +680,11 @@ class QuicksviewerForCausalLM(nn.Module):
             embeddings.record_stream(torch.cuda.current_stream())
         item.precomputed_embeddings = embeddings.flatten(0, 1)
         item.feature = None
-        if "qsv_t_media_done" in item.model_specific_data:  # SGLANG_QSV_TIMING=1
+        if QuicksviewerVideoItem.T_MEDIA_DONE in data:  # SGLANG_QSV_TIMING=1
             record = {
                 "stage": "encoder",
                 "frames": num_frames,
-                "t_media_done": item.model_specific_data["qsv_t_media_done"],
+                "t_media_done": data[QuicksviewerVideoItem.T_MEDIA_DONE],
                 **timing,
                 "async": prefetched is not None,
                 "t_layout": time.time(),
@@ -688,12 +696,13 @@ class QuicksviewerForCausalLM(nn.Module):
         """(embeddings, cube starts, timing) of a video item, from the visual
         cache or the encoder, complete on return (the encoder runs on the
         current thread's stream, synchronised before the result is cached)."""
-        key = item.model_specific_data.get("content_digest")
+        key = item.model_specific_data.get(QuicksviewerVideoItem.CONTENT_DIGEST)
         t_start, t0 = time.time(), time.perf_counter()
         cached = self.visual_cache.get(key) if lookup else None
         if cached is None:
             embeddings, starts = self.encode_video(
-                item.feature, item.model_specific_data["pixel_table"]
+                item.feature,
+                item.model_specific_data[QuicksviewerVideoItem.PIXEL_TABLE],
             )
             if embeddings.is_cuda:
                 # the prefill and other requests (cache hits) use other streams
@@ -752,7 +761,7 @@ class QuicksviewerForCausalLM(nn.Module):
             self._encoding = set()
         work, added = [], set()
         for item in videos:
-            key = item.model_specific_data.get("content_digest")
+            key = item.model_specific_data.get(QuicksviewerVideoItem.CONTENT_DIGEST)
             if key is not None and key in self._encoding:
                 # an earlier request encodes it: look it up once that is done
                 work.append((item, True))
@@ -761,7 +770,7 @@ class QuicksviewerForCausalLM(nn.Module):
             if cached is not None:
                 now = time.time()
                 timing = {"t_start": now, "seconds": 0.0, "cache_hit": True}
-                item.model_specific_data["qsv_encoded"] = (
+                item.model_specific_data[QuicksviewerVideoItem.ENCODED] = (
                     *cached,
                     {**timing, "t_end": now},
                 )
@@ -805,8 +814,8 @@ class QuicksviewerForCausalLM(nn.Module):
             if ready is not None:
                 stream.wait_event(ready)
             for item, lookup in work:
-                item.model_specific_data["qsv_encoded"] = self._encode_video_item(
-                    item, lookup
+                item.model_specific_data[QuicksviewerVideoItem.ENCODED] = (
+                    self._encode_video_item(item, lookup)
                 )
 
     # ------------------------------------------------------------- forward

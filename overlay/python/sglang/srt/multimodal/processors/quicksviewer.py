@@ -54,14 +54,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sglang.srt.configs.quicksviewer import QUICKSVIEWER_MARKERS
+from sglang.srt.configs.quicksviewer import (
+    QUICKSVIEWER_MARKERS,
+    QuicksviewerVideoItem,
+    num_cubes,
+)
 from sglang.srt.managers.schedule_batch import (
     Modality,
     MultimodalDataItem,
     MultimodalProcessorOutput,
 )
 from sglang.srt.models.quicksviewer import (
-    QuicksviewerCubing,
     QuicksviewerForCausalLM,
     QuicksviewerVisualCache,
 )
@@ -449,20 +452,20 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         items: List[MultimodalDataItem] = []
         # per item: cubes and frames of a video (0, 0 for an image); the frames
         # are counted here, the feature may be a CUDA IPC handle
-        num_cubes: List[int] = []
+        cubes: List[int] = []
         num_frames: List[int] = []
         for part in parts:
             if part == VIDEO_PLACEHOLDER:
                 frames, timestamps, digest = next(videos)
                 data = {
-                    "timestamp_token_ids": [[]],
+                    QuicksviewerVideoItem.TIMESTAMP_TOKEN_IDS: [[]],
                     # in seconds, for the segmentation (return_segments)
-                    "timestamps": [float(t) for t in timestamps],
-                    "pixel_table": self.pixel_table,
-                    "content_digest": digest,
+                    QuicksviewerVideoItem.TIMESTAMPS: [float(t) for t in timestamps],
+                    QuicksviewerVideoItem.PIXEL_TABLE: self.pixel_table,
+                    QuicksviewerVideoItem.CONTENT_DIGEST: digest,
                 }
                 if TIMING:
-                    data["qsv_t_media_done"] = time.time()
+                    data[QuicksviewerVideoItem.T_MEDIA_DONE] = time.time()
                 item = MultimodalDataItem(
                     modality=Modality.VIDEO,
                     feature=self._transport(frames),
@@ -470,22 +473,19 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
                 )
                 item.hash = int(digest[:16], 16)
                 segments += self._video_segments(timestamps, len(items))
-                num_cubes.append(
-                    1
-                    + QuicksviewerCubing.num_boundaries(
-                        len(timestamps), self.frames_per_cube
-                    )
-                )
+                cubes.append(num_cubes(len(timestamps), self.frames_per_cube))
                 num_frames.append(len(timestamps))
             elif part == IMAGE_PLACEHOLDER:
                 frames = next(images)
                 item = MultimodalDataItem(
                     modality=Modality.IMAGE,
                     feature=frames,
-                    model_specific_data={"pixel_table": self.pixel_table},
+                    model_specific_data={
+                        QuicksviewerVideoItem.PIXEL_TABLE: self.pixel_table
+                    },
                 )
                 segments += self._image_segments(frames.shape[0], len(items))
-                num_cubes.append(0)
+                cubes.append(0)
                 num_frames.append(0)
             else:
                 segments.append(part)
@@ -513,7 +513,7 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         for (kind, media, index), ids in zip(visuals, chunk_ids[1:]):
             item = items[media]
             if kind != "frame" or index == 0:
-                run = q * num_cubes[media] if kind == "frame" else q
+                run = q * cubes[media] if kind == "frame" else q
                 item.offsets.append((len(input_ids), len(input_ids) + run - 1))
                 placeholder = (
                     self.video_placeholder_id
@@ -522,7 +522,9 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
                 )
                 input_ids += [placeholder] * run
             if kind == "frame" and index + 1 < num_frames[media]:
-                item.model_specific_data["timestamp_token_ids"].append(ids)
+                item.model_specific_data[
+                    QuicksviewerVideoItem.TIMESTAMP_TOKEN_IDS
+                ].append(ids)
             else:
                 input_ids += ids
         return MultimodalProcessorOutput(
