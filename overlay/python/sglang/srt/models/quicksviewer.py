@@ -13,14 +13,44 @@
 # ==============================================================================
 """Inference-only Quicksviewer (arXiv 2504.15270).
 
-A video of N frames (1 fps, at most 420) goes through a SigLIP tower (all
-layers, features before ``post_layernorm``, 27x27 resized to 24x24). The cubing
-network scores every frame transition, keeps the top ``max(round(N/5)-1, 1)``
-transitions as cube boundaries (frame 0 always starts a cube), and a 3D
-perceiver resampler turns every cube into ``num_queries`` tokens; a thumbnail
-of the cube-start frames adds one more block. Only the timestamp of each cube's
-first frame stays in the prompt, so the prompt layout depends on the cubing
-decision.
+This docstring is the one description of the algorithm; the project's
+docs/design.md and its reference implementation (qsv_reference/) point here.
+
+Video, the processor (``multimodal/processors/quicksviewer.py``): one frame at
+the middle of every second (1 fps; a request may ask for another rate), at most
+420 frames by uniform sub-sampling, timestamps ``round(index / fps, 1)``;
+SigLIP's PIL preprocessing (bicubic to 384 x 384, Pillow 12's, then rescale and
+normalise, rounded to fp16) reproduced exactly, the normalisation applied here
+as a table lookup (``lookup_pixels``). Images: "anyres" views, a base view of
+the whole image plus the tiles of the image resized (aspect kept) and padded
+black to the best grid pinpoint, or one view (``image_aspect_ratio: square``).
+
+Vision tower: SigLIP (SGLang's Idefics2 tower), all layers, features before
+``post_layernorm``, 27 x 27 -> 24 x 24 bilinear in fp32; all N frames of a
+video in one batch.
+
+Cubing (``QuicksviewerCubing``): momentum over the frame features,
+``m_1 = v_1 - v_0``, ``m_i = 0.8 * (v_i - v_{i-1}) + 0.2 * m_{i-1}``, in the
+model dtype and the original's op order; a per-token linear layer, the mean
+over tokens, a LayerNorm and a two-layer GELU MLP give two logits per
+transition, and
+``softmax(z / 0.5)[:, 1]`` the probability that a cube starts at frame j. The
+top ``max(round(N / 5) - 1, 1)`` transitions (``num_cube_boundaries``; ties to
+the lowest frame, like CUDA's ``topk``) start cubes, frame 0 always does
+(``select_cubes``, straight-through weights). The thumbnail is the weighted
+mean of the cube-start frames, pooled (9, 1) to 64 tokens and projected.
+
+Resampler (``QuicksviewerResampler``): a perceiver with ``num_queries`` (64)
+learned queries and one ``nn.MultiheadAttention`` over a whole cube's tokens;
+the keys get 3D sin-cos positions (absolute frame index of the sampled video,
+row, column; images t = 0), the values none. A video gives K + 1 blocks of 64
+tokens (thumbnail, then one per cube); an anyres image one block per view.
+
+Prompt: ``<video_start><thumbnail_start>`` + thumbnail block +
+``<thumbnail_end>``, then for every cube the timestamp of its first frame and
+its block, then ``<video_end>``; the timestamps of the other frames are
+dropped, so the prompt layout depends on the cubing decision. An image is
+``<im_start>(<patch_start> block <patch_end>) x views<im_end>``.
 
 SGLang fixes ``input_ids`` before the prefill. This model therefore runs the
 visual encoder before ``pad_input_ids`` (scheduler process, beside the weights,
@@ -28,7 +58,8 @@ once per video: ``prefetch_mm_inputs`` encodes on a worker thread while the
 scheduler keeps serving, patch 0010), writes the exact original layout into the
 ids, and hands the visual embeddings to the prefill as
 ``precomputed_embeddings``. Images have a fixed layout and take the usual
-``get_image_feature`` path.
+``get_image_feature`` path. What the processor hands over is
+``QuicksviewerVideoItem`` (configs/quicksviewer.py).
 """
 
 import json

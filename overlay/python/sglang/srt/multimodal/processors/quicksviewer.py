@@ -13,31 +13,26 @@
 # ==============================================================================
 """Multimodal processor of Quicksviewer (arXiv 2504.15270).
 
-Frames, pixels and prompt expansion follow the original implementation:
+What it computes (frame sampling, pixels, anyres views, the prompt's layout) is
+described with the algorithm, in the model's docstring
+(``sglang/srt/models/quicksviewer.py``); what it hands to the model is
+``QuicksviewerVideoItem`` (``sglang/srt/configs/quicksviewer.py``). How:
 
-* video: one frame at the middle of every second (1 fps), at most 420 frames
-  by uniform sub-sampling, timestamps ``round(index / fps, 1)``; decoded with
-  SGLang's loader (torchcodec or decord) or, where neither is installed, with
-  OpenCV (the original's own decoder);
-* pixels: SigLIP's PIL processor, reproduced exactly and fast: Pillow <= 12's
-  fixed-point bicubic to 384x384 (``quicksviewer_resize``, whatever Pillow is
-  installed; on the GPU when the server runs on one), then a (256, 3) table of
-  the processor's rescale + normalisation rounded to fp16, which the model
-  applies on the device. Videos travel to the scheduler as resized uint8 frames
-  (a quarter of fp32, half of fp16), through SGLang's CUDA IPC pool when the
-  server uses it, with their hash computed here, in parallel, once;
-* images: "anyres" tiles (a 384x384 base view plus the 384x384 tiles of the
-  image resized and padded to the best grid pinpoint), or one resized view
-  (``image_aspect_ratio: square``);
+* video: decoded with SGLang's loader (torchcodec or decord) or, where neither
+  is installed, with OpenCV (the original's own decoder), in parallel
+  (``quicksviewer_video``);
+* pixels: Pillow <= 12's fixed-point bicubic (``quicksviewer_resize``, whatever
+  Pillow is installed; on the GPU when the server runs on one), then the model
+  applies the (256, 3) fp16 table of the rescale + normalisation on the device.
+  Videos travel to the scheduler as resized uint8 frames (a quarter of fp32,
+  half of fp16), through SGLang's CUDA IPC pool when the server uses it, with
+  their hash computed here, in parallel, once;
 * prompt: the original's expansion (``preprocess_multimodal_video`` / ``_image``
   with the checkpoint's thumbnail and marker flags) tokenized chunk by chunk like
   ``tokenizer_image_token``, so any tokenizer gives the original's ids (a BOS
-  once, if the tokenizer adds one). A video becomes
-  ``<video_start><thumbnail_start>[64]<thumbnail_end>{t0}`` followed by one
-  64-token block per cube and ``<video_end>``; the model's ``pad_input_ids``
-  inserts the timestamp of each later cube's first frame once the cubes are
-  known. An image becomes ``<im_start>(<patch_start>[64]<patch_end>) x
-  views<im_end>``.
+  once, if the tokenizer adds one). A video's frames share one run of K * Q
+  placeholders; the model's ``pad_input_ids`` inserts the timestamp of each
+  later cube's first frame once the cubes are known.
 """
 
 import asyncio
