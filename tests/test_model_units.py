@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from sglang.srt.models.quicksviewer import QuicksviewerCubing, QuicksviewerPosEmbed3D
+from sglang.srt.configs.quicksviewer import num_cube_boundaries
+from sglang.srt.models.quicksviewer import QuicksviewerPosEmbed3D, select_cubes
 
 
 def original_3d_table(embed_dim, size):
@@ -38,15 +39,13 @@ def test_position_table_is_bitwise_the_original():
 def test_boundary_count_formula():
     expected = {2: 1, 7: 1, 8: 1, 12: 1, 13: 2, 60: 11, 420: 83}
     for frames, k in expected.items():
-        assert QuicksviewerCubing.num_boundaries(frames) == k
+        assert num_cube_boundaries(frames) == k
 
 
 def test_ties_go_to_the_lowest_frame_like_cuda_topk():
-    cubing = QuicksviewerCubing.__new__(QuicksviewerCubing)  # no weights needed
-    cubing.frames_per_cube = 5
     scores = torch.tensor([0.5, 0.9, 0.9, 0.1, 0.9, 0.9, 0.2], dtype=torch.bfloat16)
     # 13 frames -> k = 2 boundaries among the 4 tied 0.9 scores
-    weights = cubing.select(scores, num_frames=13)
+    weights = select_cubes(scores, num_frames=13, frames_per_cube=5)
     starts = torch.nonzero(weights).flatten().tolist()
     assert starts == [0, 2, 3]  # frame 0 forced, then frames 1+1 and 1+2
     assert weights[0].item() == 1.0
