@@ -128,10 +128,12 @@ bench-serving: setup
 
 # --- checkpoints (docs/design.md section 9) -------------------------------------
 # make convert SRC=<original Quicksviewer checkpoint> DST=<dir> [VISION_TOWER=<siglip dir>]
+#   [MODEL_BASE=<base LLM dir>: SRC is then a stage folder with mm_projector.bin]
 # make tiny OUT=<dir> [SEED=0] [DTYPE=bf16]
 .PHONY: convert tiny
 convert: setup
-	$(VPY) -m tools convert $(SRC) $(DST) $(if $(VISION_TOWER),--vision-tower $(VISION_TOWER))
+	$(VPY) -m tools convert $(SRC) $(DST) $(if $(VISION_TOWER),--vision-tower $(VISION_TOWER)) \
+		$(if $(MODEL_BASE),--model-base $(MODEL_BASE))
 
 tiny: setup
 	$(VPY) -m tools tiny --out $(OUT) --seed $(or $(SEED),0) --dtype $(or $(DTYPE),bf16)

@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--vision-tower", default=None, help="SigLIP dir override")
+    parser.add_argument(
+        "--model-base", default=None, help="base LLM (--model is then a stage folder)"
+    )
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     try:
@@ -39,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             dtype=DTYPES[args.dtype],
             device=args.device,
             vision_tower=args.vision_tower,
+            model_base=args.model_base,
         )
         if args.video:
             run = model.run_video(args.video, args.question, args.max_new_tokens)

@@ -11,15 +11,18 @@ Shared by the reference model and tools/checkpoints/convert.py:
   given, then relative to the checkpoint directory, then its basename inside the
   checkpoint directory;
 * ``weight_files`` / ``load_state_dict``: safetensors (single or sharded with an
-  index) or PyTorch ``.bin`` files.
+  index) or PyTorch ``.bin`` files;
+* ``merge_model_base``: the model the original's builder builds from a stage folder
+  (``config.json`` + ``mm_projector.bin``) and a base LLM (``model_base``).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from qsv_reference.constants import VARIANTS
+from qsv_reference.constants import MARKERS, VARIANTS
 
 TOWER_PREFIX = "model.vision_tower.vision_tower.vision_model."
 RESAMPLER_PREFIX = "model.vision_resampler."
@@ -196,13 +199,11 @@ def weight_files(ckpt_dir: Path) -> list[Path]:
     for single in ("model.safetensors", "pytorch_model.bin"):
         if (ckpt_dir / single).is_file():
             return [ckpt_dir / single]
-    if (ckpt_dir / "mm_projector.bin").is_file():
+    if (ckpt_dir / PROJECTOR_FILE).is_file():
         raise CheckpointError(
-            f"{ckpt_dir} holds only mm_projector.bin: the original loads it with "
-            "--model-base (a base LLM, the markers added and their embeddings set to "
-            "the mean, the tower from mm_vision_tower; builder.py:43-69), a layout "
-            "this project does not convert; save the merged model (all weights) with "
-            "the original code first"
+            f"{ckpt_dir} holds only {PROJECTOR_FILE}: the original loads it on top of "
+            "a base LLM (model_base, builder.py:43-69); pass that LLM's directory "
+            "with --model-base"
         )
     raise CheckpointError(
         f"{ckpt_dir} has no weights (model.safetensors[.index.json] or "
@@ -246,3 +247,142 @@ def read_tensor_shapes(ckpt_dir: Path) -> dict[str, tuple[int, ...]]:
             ).items():
                 shapes[name] = tuple(tensor.shape)
     return shapes
+
+
+# ------------------------------------------------------------------- model_base
+PROJECTOR_FILE = "mm_projector.bin"
+EMBED = "model.embed_tokens.weight"
+LM_HEAD = "lm_head.weight"
+# What training saves into mm_projector.bin (train.py:136-153): the parameters named
+# mm_projector (none: the identity projector), vision_resampler or cubing, and the
+# input embeddings when the marker tokens were trained.
+ADAPTER_PREFIXES = (RESAMPLER_PREFIX, CUBING_PREFIX, "model.mm_projector.")
+# initialize_vision_tokenizer (llava_arch.py:871-889): flag -> the pair it adds, in
+# the order of MARKERS.
+MARKER_FLAGS = {
+    "mm_use_patch_start_end": ("patch_start", "patch_end"),
+    "mm_use_video_start_end": ("video_start", "video_end"),
+    "mm_use_im_start_end": ("im_start", "im_end"),
+    "mm_use_thumbnail_start_end": ("thumbnail_start", "thumbnail_end"),
+}
+QWEN_MODEL_BASE = (
+    "the original builds LlavaLlamaForCausalLM for every model_base "
+    "(builder.py:55), also from this quicksviewer_qwen config: transformers 4.44's "
+    "Llama layers read config.attention_bias, which a Qwen2 config lacks, so it "
+    "cannot be built (and would drop Qwen2's q/k/v biases); only the Llama variant "
+    "is supported with --model-base, a Qwen2 model needs its full weights"
+)
+
+
+@dataclass
+class MergedCheckpoint:
+    """An original-format checkpoint in memory: config.json, tensors, tokenizer."""
+
+    config: dict
+    state: dict
+    tokenizer: object
+
+
+def _add_mean_rows(state: dict, names, count: int) -> None:
+    """``resize_token_embeddings`` + the new rows set to the mean of the old ones
+    (model/utils.py:39-52, llava_arch.py:890-898)."""
+    import torch
+
+    for name in names if count else ():
+        old = state[name]
+        state[name] = torch.cat([old, old.mean(dim=0, keepdim=True).expand(count, -1)])
+
+
+def merge_model_base(stage_dir: Path, base_dir: Path, tower_dir: Path):
+    """What ``load_pretrained_model(stage_dir, model_base=base_dir, ...)`` builds for
+    the Llama variant (builder.py:43-69, with the variant's llama_3_chat version), as a
+    merged checkpoint: the base's tokenizer and LLM weights (its config.json is not
+    read: the stage config is), in bfloat16 (builder.py:39); a [PAD] token (Llama-3
+    has no unk) and the markers of the config's flags added with mean embeddings and
+    output rows; mm_projector.bin on top (loaded with weights_only=True). The SigLIP
+    weights come from ``tower_dir``: the original builds the tower from
+    mm_vision_tower inside a low_cpu_mem_usage from_pretrained, where that load is
+    a no-op on meta tensors, and the tower is left uninitialized (no defined model),
+    so the port takes the weights that load names."""
+    import torch
+    from transformers import LlamaConfig
+
+    stage_dir, base_dir = Path(stage_dir), Path(base_dir)
+    config = read_original_config(stage_dir)
+    if VARIANTS[config["model_type"]][0] != "llama":
+        raise CheckpointError(f"{stage_dir}: {QWEN_MODEL_BASE}")
+    projector = stage_dir / PROJECTOR_FILE
+    if not projector.is_file():
+        raise CheckpointError(
+            f"{stage_dir} has no {PROJECTOR_FILE}, which the original loads on top "
+            "of model_base (builder.py:67)"
+        )
+    lacking = [k for k in ("pad_token_id", *MARKER_FLAGS) if config.get(k) is None]
+    if lacking:
+        raise CheckpointError(
+            f"{stage_dir / 'config.json'} lacks {lacking}, which the original's "
+            "model_base path reads (builder.py:49, llava_arch.py:873-886)"
+        )
+    if not base_dir.is_dir():
+        raise CheckpointError(f"model_base {base_dir} is not a directory")
+    text = {k: v for k, v in config.items() if k != "model_type"}
+    tokenizer = load_tokenizer(base_dir, LlamaConfig(**text))  # builder.py:46
+    state = {k: v.to(torch.bfloat16) for k, v in load_state_dict(base_dir).items()}
+    names = (EMBED, LM_HEAD)
+    if config.get("tie_word_embeddings"):  # lm_head is embed_tokens
+        names = (EMBED,)
+        state.pop(LM_HEAD, None)
+    for name in names:
+        rows = tuple(state[name].shape)[0] if name in state else None
+        if rows != len(tokenizer):
+            raise CheckpointError(
+                f"{name} of model_base {base_dir} has {rows} rows, its tokenizer "
+                f"{len(tokenizer)} tokens: the original sets vocab_size = "
+                "len(tokenizer) (builder.py:48) and cannot load it"
+            )
+    tokenizer.pad_token = tokenizer.unk_token  # builder.py:57-65
+    if tokenizer.pad_token is None:
+        count = tokenizer.add_special_tokens({"pad_token": "[PAD]"})
+        _add_mean_rows(state, names, count)
+    count = 0
+    for flag, pair in MARKER_FLAGS.items():
+        if config[flag]:
+            markers = [MARKERS[name] for name in pair]
+            count += tokenizer.add_tokens(markers, special_tokens=True)
+    if count and "tune_mm_adapter" not in config:
+        raise CheckpointError(
+            "config.json lacks tune_mm_adapter, which the original reads after "
+            "adding the markers (llava_arch.py:900)"
+        )
+    _add_mean_rows(state, names, count)
+    adapter = torch.load(projector, map_location="cpu", weights_only=True)
+    unknown = [k for k in adapter if k != EMBED and not k.startswith(ADAPTER_PREFIXES)]
+    missing = [
+        p for p in ADAPTER_PREFIXES[:2] if not any(k.startswith(p) for k in adapter)
+    ]
+    if unknown or missing:
+        raise CheckpointError(
+            f"{projector}: unknown tensors {unknown}, no {missing} (the original "
+            "would ignore the first and leave the second uninitialized)"
+        )
+    for name, tensor in adapter.items():
+        if name in state and state[name].shape != tensor.shape:
+            raise CheckpointError(
+                f"{projector}: {name} is {tuple(tensor.shape)}, the model's "
+                f"{tuple(state[name].shape)} (load_state_dict, builder.py:69, fails)"
+            )
+        state[name] = tensor.to(torch.bfloat16)
+    tower = {
+        TOWER_PREFIX + name[len("vision_model.") :]: tensor.to(torch.bfloat16)
+        for name, tensor in load_state_dict(tower_dir).items()
+        if name.startswith("vision_model.")
+    }
+    if not tower:
+        raise CheckpointError(f"{tower_dir} has no vision_model.* weights")
+    state.update(tower)
+    config.update(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        torch_dtype="bfloat16",
+    )
+    return MergedCheckpoint(config, state, tokenizer)

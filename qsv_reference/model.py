@@ -341,7 +341,11 @@ class QuicksviewerReference:
         device: str | torch.device = "cpu",
         vision_tower: str | Path | None = None,
         pixel_dtype: torch.dtype | None = torch.float16,
+        model_base: str | Path | None = None,
     ):
+        """``model_base``: ``model_dir`` is a stage folder (config.json +
+        mm_projector.bin) loaded on top of this base LLM, as the original's builder
+        does (``checkpoint.merge_model_base``)."""
         from transformers import CONFIG_MAPPING, SiglipVisionConfig
 
         self.model_dir = Path(model_dir)
@@ -361,11 +365,15 @@ class QuicksviewerReference:
                 "pass vision_tower="
             )
         self.tower_dir = tower_dir
+        if model_base is not None:
+            merged = ckpt.merge_model_base(self.model_dir, model_base, tower_dir)
+            self.config, self.tokenizer = merged.config, merged.tokenizer
         text_model_type, self.template = VARIANTS[self.config["model_type"]]
         text_config = CONFIG_MAPPING[text_model_type](
             **{k: v for k, v in self.config.items() if k != "model_type"}
         )
-        self.tokenizer = ckpt.load_tokenizer(self.model_dir, text_config)
+        if model_base is None:
+            self.tokenizer = ckpt.load_tokenizer(self.model_dir, text_config)
         self.image_processor = pre.load_image_processor(tower_dir)
         vision_config = SiglipVisionConfig.from_pretrained(str(tower_dir))
         hidden = text_config.hidden_size
@@ -377,7 +385,10 @@ class QuicksviewerReference:
             hidden, vision_config.hidden_size, self.num_queries, num_heads, max_size
         )
         self.cubing = CubingHead(vision_config.hidden_size, hidden)
-        state = ckpt.load_state_dict(self.model_dir)
+        if model_base is None:
+            state = ckpt.load_state_dict(self.model_dir)
+        else:
+            state = merged.state
         self._load_multimodal_weights(state)
         for module in (self.vision, self.resampler, self.cubing):
             module.to(device=self.device, dtype=dtype).eval()

@@ -13,7 +13,9 @@
   (processor + pad_input_ids, cubes included) equals the reference's.
 * Values the port does not implement are refused by the converter with the key,
   the value and what is supported.
-* Weight layouts: single and sharded safetensors, single and sharded PyTorch .bin.
+* Weight layouts: single and sharded safetensors, single and sharded PyTorch .bin,
+  and the original's base-plus-projector layout (``--model-base``: a stage folder with
+  ``mm_projector.bin`` on top of a base LLM).
 """
 
 from __future__ import annotations
@@ -432,3 +434,176 @@ def test_adapter_only_checkpoint_is_refused_with_the_reason(variants, tmp_path):
     )
     with pytest.raises(ConvertError, match="holds only mm_projector.bin.*--model-base"):
         convert_checkpoint(adapter, tmp_path / "out", log=lambda _: None)
+
+
+# ----------------------------------------------- the base-plus-projector layout
+@pytest.fixture(scope="module")
+def model_base(tmp_path_factory):
+    """(stage, base, converted) of the tiny model_base layout, and the reference
+    that loads the stage folder on top of the base like the original's builder."""
+    from qsv_reference.model import QuicksviewerReference
+    from tools.checkpoints.convert import convert_checkpoint
+    from tools.checkpoints.tiny import make_tiny_model_base
+
+    root = tmp_path_factory.mktemp("model-base")
+    stage, base = make_tiny_model_base(root, seed=4)
+    converted = root / "converted"
+    convert_checkpoint(stage, converted, log=lambda _: None, model_base=base)
+    reference = QuicksviewerReference(stage, dtype=torch.float32, model_base=base)
+    return stage, base, converted, reference
+
+
+@pytest.mark.parametrize("embed_tokens", [False, True])
+def test_model_base_merge_builds_the_originals_weights(embed_tokens, tmp_path):
+    """builder.py:43-69 for the Llama variant: the base's tokenizer and LLM in bf16,
+    [PAD] then the markers added with mean rows (input and output embeddings),
+    mm_projector.bin on top, the tower from mm_vision_tower."""
+    from qsv_reference.checkpoint import MARKERS, load_state_dict, merge_model_base
+    from tools.checkpoints.tiny import make_tiny_model_base
+
+    stage, base = make_tiny_model_base(tmp_path, seed=4, embed_tokens=embed_tokens)
+    merged = merge_model_base(stage, base, stage / "siglip-tiny")
+    tokenizer = merged.tokenizer
+    assert tokenizer.pad_token == "[PAD]" and tokenizer.pad_token_id == 1024
+    ids = [tokenizer.convert_tokens_to_ids(m) for m in MARKERS.values()]
+    assert ids == list(range(1025, 1033))
+    assert (merged.config["vocab_size"], merged.config["pad_token_id"]) == (1033, 1024)
+    llm = {k: v.bfloat16() for k, v in load_state_dict(base).items()}
+    adapter = torch.load(stage / "mm_projector.bin", weights_only=True)
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        got, old = merged.state[name], llm[name]
+        assert got.dtype == torch.bfloat16 and got.shape == (1033, 128)
+        if name in adapter:
+            assert torch.equal(got, adapter[name].bfloat16())
+            continue
+        pad = old.mean(0)
+        assert torch.equal(got[:1024], old) and torch.equal(got[1024], pad)
+        markers = torch.cat([old, pad[None]]).mean(0)
+        assert all(torch.equal(row, markers) for row in got[1025:])
+    for name, tensor in adapter.items():
+        assert torch.equal(merged.state[name], tensor.bfloat16())
+    tower = load_state_dict(stage / "siglip-tiny")
+    for name, tensor in tower.items():
+        tower_name = "model.vision_tower.vision_tower." + name
+        assert torch.equal(merged.state[tower_name], tensor.bfloat16())
+    assert len(merged.state) == len(llm) + len(adapter) - embed_tokens + len(tower)
+
+
+def test_model_base_converts_to_the_merged_layout(model_base):
+    stage, base, converted, reference = model_base
+    config = json.loads((converted / "config.json").read_text())
+    assert config["quicksviewer_conversion"]["model_base"] == str(base)
+    assert config["vocab_size"] == len(reference.tokenizer) == 1033
+    assert config["pad_token_id"] == 1024 and config["im_start_token_id"] == 1029
+    assert (converted / "config.original.json").read_bytes() == (
+        stage / "config.json"
+    ).read_bytes()
+    assert not [p for p in converted.iterdir() if p.name.startswith(".")]
+
+
+@pytest.fixture(scope="module")
+def model_base_engine(model_base):
+    import sglang
+
+    engine = sglang.Engine(**engine_kwargs(model_base[2], "fp32"))
+    yield engine
+    engine.shutdown()
+
+
+@pytest.mark.parametrize("media", ["video", "images"])
+def test_model_base_serves_the_reference_tokens(
+    media, model_base, model_base_engine, videos, images
+):
+    """The converted folder in the real Engine: prompt ids and greedy tokens equal
+    the reference's on the same layout."""
+    reference = model_base[3]
+    if media == "video":
+        run = reference.run_video(videos["12s_30fps"], QUESTION, NEW_TOKENS)
+        data = {"video_data": [str(videos["12s_30fps"])]}
+        text = "<video>\n" + QUESTION
+    else:
+        run = reference.run_images(images, IMAGE_QUESTION, NEW_TOKENS)
+        data = {"image_data": [str(p) for p in images]}
+        text = "<image>\n<image>\n" + IMAGE_QUESTION
+    out = model_base_engine.generate(
+        prompt=reference.template.prompt(text),
+        sampling_params={"temperature": 0, "max_new_tokens": NEW_TOKENS},
+        return_logprob=True,
+        logprob_start_len=0,
+        **data,
+    )
+    check_generation(out, run, len(reference.tokenizer))
+
+
+def _break_projector(stage: Path, change) -> None:
+    path = stage / "mm_projector.bin"
+    adapter = torch.load(path, weights_only=True)
+    change(adapter)
+    path.unlink()
+    torch.save(adapter, path)
+
+
+MODEL_BASE_REFUSED = {
+    "qwen": ("config", {"model_type": "quicksviewer_qwen"}, "LlavaLlamaForCausalLM"),
+    "no_projector": ("unlink", "mm_projector.bin", "has no mm_projector.bin"),
+    "unknown_key": (
+        "projector",
+        lambda a: a.update({"model.vlm_att.weight": torch.zeros(1)}),
+        "unknown tensors ['model.vlm_att.weight']",
+    ),
+    "no_cubing": (
+        "projector",
+        lambda a: [a.pop(k) for k in list(a) if k.startswith("model.cubing.")],
+        "no ['model.cubing.']",
+    ),
+    "embed_shape": (
+        "projector",
+        lambda a: a.update({"model.embed_tokens.weight": torch.zeros(7, 128)}),
+        "model.embed_tokens.weight is (7, 128)",
+    ),
+    "base_rows": ("base_tokenizer", None, "1024 rows, its tokenizer 1025 tokens"),
+    "no_pad_id": ("config", {"pad_token_id": None}, "lacks ['pad_token_id']"),
+    "no_base": ("base", None, "is not a directory"),
+}
+
+
+@pytest.mark.parametrize("case", MODEL_BASE_REFUSED)
+def test_model_base_errors_name_the_bad_piece(case, tmp_path):
+    from tools.checkpoints.convert import ConvertError, convert_checkpoint
+    from tools.checkpoints.tiny import make_tiny_model_base
+
+    stage, base = make_tiny_model_base(tmp_path, seed=4)
+    how, what, message = MODEL_BASE_REFUSED[case]
+    if how == "config":
+        derive(stage, tmp_path / "derived", **what)
+        shutil.rmtree(stage)
+        (tmp_path / "derived").rename(stage)
+    elif how == "unlink":
+        (stage / what).unlink()
+    elif how == "projector":
+        _break_projector(stage, what)
+    elif how == "base_tokenizer":  # a token more than the base's embedding rows
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(base))
+        tokenizer.add_tokens(["<extra>"])
+        tokenizer.save_pretrained(str(base))
+    else:
+        base = tmp_path / "missing"
+    with pytest.raises(ConvertError) as error:
+        convert_checkpoint(stage, tmp_path / "out", log=lambda _: None, model_base=base)
+    assert message in str(error.value)
+    assert not (tmp_path / "out" / "config.json").exists()
+
+
+def test_model_base_cli(tmp_path):
+    """``python -m tools convert STAGE DST --model-base BASE``; without it the stage
+    folder is refused with the option named."""
+    from tests.conftest import run_tools
+    from tools.checkpoints.tiny import make_tiny_model_base
+
+    stage, base = make_tiny_model_base(tmp_path, seed=4)
+    refused = run_tools("convert", stage, tmp_path / "out", check=2)
+    assert "--model-base" in refused.stderr
+    run_tools("convert", stage, tmp_path / "out", "--model-base", base, check=True)
+    assert (tmp_path / "out" / "model.safetensors").is_file()

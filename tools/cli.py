@@ -194,7 +194,9 @@ def _wheelhouse(args):
 def _convert(args):
     from tools.checkpoints.convert import convert_checkpoint
 
-    result = convert_checkpoint(args.src, args.dst, args.vision_tower)
+    result = convert_checkpoint(
+        args.src, args.dst, args.vision_tower, model_base=args.model_base
+    )
     print(
         f"converted {args.src} -> {result.dst} "
         f"(vision config from {result.vision_source})"
@@ -404,6 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="SigLIP directory to use instead of the config's mm_vision_tower",
+    )
+    p.add_argument(
+        "--model-base",
+        type=Path,
+        default=None,
+        help="base LLM directory: SRC is then a stage folder (config.json + "
+        "mm_projector.bin), loaded on top of it like the original's model_base",
     )
 
     p = command("tiny", _tiny, "a seeded random checkpoint in the original format")

@@ -1,6 +1,7 @@
 """Convert an original Quicksviewer checkpoint into the layout SGLang loads.
 
-``python -m tools convert SRC DST [--vision-tower PATH]`` (``make convert``)
+``python -m tools convert SRC DST [--vision-tower PATH] [--model-base BASE]``
+(``make convert``)
 
 SRC is a released / trained checkpoint (``model_type: quicksviewer_qwen``,
 ``architectures: ["LlavaQwenForCausalLM"]``, or the Llama-3.1 variant
@@ -16,6 +17,14 @@ SRC is a released / trained checkpoint (``model_type: quicksviewer_qwen``,
   original stops at that one token only;
 * ``preprocessor_config.json`` of the SigLIP directory (the original reads image
   preprocessing from ``mm_vision_tower``; SGLang reads it from the model directory).
+
+With ``--model-base``, SRC is the original's base-plus-projector layout (a stage folder:
+``config.json`` + ``mm_projector.bin``; a tokenizer there is ignored, as the original
+ignores it) and BASE the base LLM: the model the original's builder builds from them
+(``qsv_reference.checkpoint.merge_model_base``) is written as a merged checkpoint
+(``model.safetensors``, the base's tokenizer with [PAD] and the markers, its
+``generation_config.json``) into a scratch directory under DST and converted as above;
+``quicksviewer_conversion.model_base`` records BASE.
 
 Re-running rewrites the same files (idempotent). A directory that is not an original
 Quicksviewer checkpoint, or lacks weights, tokenizer markers or a vision config, raises
@@ -77,6 +86,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -390,20 +400,62 @@ def _copy(src: Path, dst: Path) -> None:
     tmp.replace(dst)
 
 
-def convert_checkpoint(
-    src: str | Path,
-    dst: str | Path,
-    vision_tower: str | Path | None = None,
-    log: Callable[[str], None] = print,
-) -> Conversion:
-    """Write the SGLang layout of the original checkpoint ``src`` into ``dst``."""
-    src, dst = Path(src).resolve(), Path(dst).resolve()
+def _check_dirs(src: Path, dst: Path) -> None:
     if not src.is_dir():
         raise ConvertError(f"{src} is not a directory")
     if dst == src or src in dst.parents:
         raise ConvertError(
             f"DST {dst} must be outside SRC {src} (SRC is never modified)"
         )
+
+
+def _convert_model_base(src: Path, dst: Path, base: Path, vision_tower, log):
+    """SRC (config.json + mm_projector.bin) on top of the base LLM ``base``."""
+    from safetensors.torch import save_file
+
+    _check_dirs(src, dst)
+    try:
+        original = ckpt.read_original_config(src)
+        override = Path(vision_tower) if vision_tower is not None else None
+        tower_dir = ckpt.resolve_vision_tower(original, src, override)
+        if tower_dir is None:
+            name = original["mm_vision_tower"]
+            tried = ", ".join(map(str, ckpt.tower_candidates(name, src)))
+            raise ConvertError(
+                f"mm_vision_tower {name!r} is not a SigLIP directory (tried {tried}): "
+                "with --model-base the tower weights come from it; pass --vision-tower"
+            )
+        merged = ckpt.merge_model_base(src, base, tower_dir)
+    except ckpt.CheckpointError as exc:
+        raise ConvertError(str(exc)) from None
+    dst.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".model-base-", dir=dst) as scratch:
+        scratch = Path(scratch)
+        _write_json(scratch / "config.json", merged.config)
+        save_file(merged.state, str(scratch / "model.safetensors"))
+        merged.tokenizer.save_pretrained(str(scratch))
+        if (base / GENERATION_CONFIG).is_file():  # from_pretrained(model_base)
+            _copy(base / GENERATION_CONFIG, scratch / GENERATION_CONFIG)
+        result = convert_checkpoint(scratch, dst, tower_dir, log)
+    _copy(src / "config.json", dst / ORIGINAL_CONFIG_BACKUP)
+    result.config["quicksviewer_conversion"]["model_base"] = str(base)
+    _write_json(dst / "config.json", result.config)
+    return result
+
+
+def convert_checkpoint(
+    src: str | Path,
+    dst: str | Path,
+    vision_tower: str | Path | None = None,
+    log: Callable[[str], None] = print,
+    model_base: str | Path | None = None,
+) -> Conversion:
+    """Write the SGLang layout of the original checkpoint ``src`` into ``dst``
+    (``src`` on top of the base LLM ``model_base`` when given)."""
+    src, dst = Path(src).resolve(), Path(dst).resolve()
+    if model_base is not None:
+        return _convert_model_base(src, dst, Path(model_base), vision_tower, log)
+    _check_dirs(src, dst)
     try:
         original = ckpt.read_original_config(src)
         weights = ckpt.weight_files(src)

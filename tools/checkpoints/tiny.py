@@ -425,7 +425,6 @@ def make_tiny_checkpoint(
     byte-level BPE with a BOS and Llama-3's turn tokens (tokenizer.py) + the
     markers. Deterministic: the same arguments give byte-identical files.
     """
-    from safetensors.torch import save_file
     from transformers import AutoTokenizer
 
     if dtype not in DTYPES:
@@ -460,9 +459,16 @@ def make_tiny_checkpoint(
     )
     _write_json(out_dir / "generation_config.json", generation_config(tokenizer))
 
-    tower_dir = out_dir / sizes.tower_dirname
+    _write_tower_dir(out_dir / sizes.tower_dirname, seed + 1, sizes, device)
+    return out_dir
+
+
+def _write_tower_dir(tower_dir: Path, seed: int, sizes: Shape, device: str) -> None:
+    """The SigLIP directory ``mm_vision_tower`` names, with its own weights."""
+    from safetensors.torch import save_file
+
     tower_dir.mkdir(exist_ok=True)
-    tower = _Init(seed + 1, device)
+    tower = _Init(seed, device)
     _siglip_weights(tower, "vision_model.", sizes.vision)
     save_file(
         {k: tower.tensors[k].contiguous().cpu() for k in sorted(tower.tensors)},
@@ -475,4 +481,52 @@ def make_tiny_checkpoint(
         tower_dir / "preprocessor_config.json",
         so400m_preprocessor(sizes.vision["image_size"]),
     )
-    return out_dir
+
+
+def make_tiny_model_base(
+    out_dir: Path, seed: int = 0, *, embed_tokens: bool = False
+) -> tuple[Path, Path]:
+    """The original's base-plus-projector layout (builder.py:43-69), Llama variant,
+    fp32: returns (stage, base) under ``out_dir``.
+
+    * ``base``: a Llama LLM (``config.json``, ``model.safetensors``,
+      ``generation_config.json``) with the BPE tokenizer of a base model (no markers,
+      no pad, like Llama-3.1's);
+    * ``stage``: ``config.json`` as training saves it (vocab_size and pad_token_id
+      after [PAD] and the 8 markers were added), ``mm_projector.bin`` as
+      train.py:136-153 saves it (the resampler, the cubing network and, with
+      ``embed_tokens``, the trained input embeddings), and the SigLIP directory.
+    """
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer
+
+    out_dir = Path(out_dir)
+    stage, base = out_dir / "stage", out_dir / "base"
+    stage.mkdir(parents=True, exist_ok=True)
+    build_bpe_tokenizer(base, base=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    rows, sizes = len(tokenizer), SHAPES["tiny"]
+    vocab_size = rows + 1 + len(MARKERS)
+    init = _Init(seed)
+    _multimodal_weights(init, sizes)
+    _llm_weights(init, rows, sizes.text, qkv_bias=False)
+    init.normal("trained_embed_tokens", (vocab_size, sizes.text["hidden_size"]), 1.0)
+    trained = init.tensors.pop("trained_embed_tokens")
+    adapter = {
+        k: init.tensors.pop(k)
+        for k in list(init.tensors)
+        if k.startswith((RESAMPLER_PREFIX, CUBING_PREFIX))
+    }
+    if embed_tokens:
+        adapter["model.embed_tokens.weight"] = trained
+    torch.save(adapter, stage / "mm_projector.bin")
+    save_file(init.tensors, str(base / "model.safetensors"), metadata={"format": "pt"})
+    config = original_config(tokenizer, vocab_size, "fp32", sizes, "llama")
+    config["pad_token_id"] = rows  # [PAD]
+    _write_json(stage / "config.json", config)
+    text = {k: v for k, v in config.items() if k in sizes.text or k in LLAMA_KEYS}
+    base_config = dict(text, architectures=["LlamaForCausalLM"], model_type="llama")
+    _write_json(base / "config.json", dict(base_config, vocab_size=rows))
+    _write_json(base / "generation_config.json", generation_config(tokenizer))
+    _write_tower_dir(stage / sizes.tower_dirname, seed + 1, sizes, "cpu")
+    return stage, base

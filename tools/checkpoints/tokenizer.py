@@ -525,9 +525,11 @@ def build_bpe_tokenizer(
     *,
     vocab_size: int = BPE_VOCAB_SIZE,
     model_max_length: int = QUICKSVIEWER_MODEL_MAX_LENGTH,
+    base: bool = False,
 ) -> dict[str, int]:
     """Train the BPE above, add the 8 markers as the original does, save the
-    tokenizer into ``out_dir``; return the marker ids. Deterministic."""
+    tokenizer into ``out_dir``; return the marker ids. Deterministic. ``base``: the
+    tokenizer of a base LLM instead (no markers, no pad token, like Llama-3.1's)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from tokenizers import trainers
     from transformers import PreTrainedTokenizerFast
@@ -554,11 +556,11 @@ def build_bpe_tokenizer(
         tokenizer_object=backend,
         bos_token=BPE_BOS,
         eos_token=BPE_EOS,
-        pad_token=BPE_PAD,
+        pad_token=None if base else BPE_PAD,
         model_max_length=model_max_length,
         padding_side="right",
     )
-    marker_ids = add_quicksviewer_markers(tokenizer)
+    marker_ids = {} if base else add_quicksviewer_markers(tokenizer)
     tokenizer.save_pretrained(str(out_dir))
     # the class name transformers 4.44 (the original's) also knows
     config_path = out_dir / "tokenizer_config.json"
