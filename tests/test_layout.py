@@ -6,7 +6,10 @@
 * ``tools/__main__.py`` is only the entry point: it defines nothing, and no module
   of tools/ imports it, directly or through a module that imports it back;
 * the command line's choices for ``tiny`` are the ones tools/checkpoints/tiny.py
-  defines.
+  defines;
+* tools/git.py is the tools' one git layer: no other module of tools/ imports
+  gitpython (``import git``) or starts git itself (``subprocess``/``os`` with a
+  ``git`` command line).
 """
 
 from __future__ import annotations
@@ -118,3 +121,85 @@ def test_tiny_choices_of_the_command_line_are_tinys():
     choices = {a.dest: sorted(a.choices) for a in tiny._actions if a.choices}
     assert choices["dtype"] == keys["DTYPES"]
     assert choices["shape"] == keys["SHAPES"]
+
+
+GIT_LAYER = TOOLS / "git.py"
+
+
+def _is_git_word(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and (node.value == "git" or node.value.endswith("/git"))
+    )
+
+
+def git_runs(path: Path) -> list[str]:
+    """Where ``path`` imports gitpython or builds a git command line of its own:
+    a list or tuple that starts with "git", or a shell string "git ..."."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [
+                f"{node.lineno}: import {alias.name}"
+                for alias in node.names
+                if alias.name.split(".")[0] == "git"
+            ]
+        elif isinstance(node, ast.ImportFrom):
+            if not node.level and (node.module or "").split(".")[0] == "git":
+                found.append(f"{node.lineno}: from {node.module} import ...")
+        elif isinstance(node, (ast.List, ast.Tuple)):
+            if node.elts and _is_git_word(node.elts[0]):
+                found.append(f"{node.lineno}: a git command line")
+        elif isinstance(node, ast.Call) and node.args:
+            first = node.args[0]
+            if (
+                isinstance(first, ast.Constant)
+                and isinstance(first.value, str)
+                and first.value.startswith("git ")
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr
+                in (
+                    "run",
+                    "Popen",
+                    "call",
+                    "check_call",
+                    "check_output",
+                    "system",
+                    "popen",
+                )
+            ):
+                found.append(f"{node.lineno}: a git shell command")
+    return found
+
+
+def test_tools_drive_git_through_tools_git_only():
+    assert GIT_LAYER.is_file()
+    found = [
+        f"{path.relative_to(PROJECT_ROOT)}:{where}"
+        for path in python_files("tools")
+        if path != GIT_LAYER
+        for where in git_runs(path)
+    ]
+    assert found == [], "run git through tools/git.py (from tools import git)"
+
+
+def test_the_git_check_sees_what_it_forbids(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import subprocess\n"
+        "import git\n"
+        "from git import Repo\n"
+        "subprocess.run(['git', 'status'])\n"
+        "subprocess.run(('git', '-C', 'x', 'log'))\n"
+        "subprocess.run('git status', shell=True)\n"
+        "subprocess.run(['pip', 'install', 'git'])\n"
+        "from tools import git as layer\n"
+    )
+    assert sorted(int(line.split(":")[0]) for line in git_runs(sample)) == [
+        2,
+        3,
+        4,
+        5,
+        6,
+    ]

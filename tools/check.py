@@ -32,8 +32,7 @@ from tools.verify import (
 
 def tree_problems(paths) -> List[str]:
     """Why the tree at ``paths.build`` is not what would be submitted (empty: it is)."""
-    import git
-
+    from tools import git
     from tools.tree import State, input_hash, inspect_tree
 
     state = State.load(paths.build) if (paths.build / ".git").is_dir() else None
@@ -59,11 +58,10 @@ def tree_problems(paths) -> List[str]:
 
 def series_files(build: Path) -> List[str]:
     """The files that the upstream series adds or modifies (paths in the tree)."""
-    import git
+    from tools import git
+    from tools.tree import BASE_TAG, UPSTREAM_BRANCH
 
-    from tools.tree import BASE_TAG, UPSTREAM_BRANCH, git_out
-
-    out = git_out(
+    out = git.git_out(
         git.Repo(build),
         "diff",
         "--name-only",

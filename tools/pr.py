@@ -25,7 +25,6 @@ from __future__ import annotations
 import ast
 import json
 import re
-import subprocess
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +107,8 @@ class GpuRun:
 
 
 def series(repo) -> List[Commit]:
-    from tools.tree import BASE_TAG, UPSTREAM_BRANCH, commit_files, commit_list, subject
+    from tools.git import commit_files, commit_list, subject
+    from tools.tree import BASE_TAG, UPSTREAM_BRANCH
 
     return [
         Commit(number, sha, subject(repo, sha), commit_files(repo, sha))
@@ -119,7 +119,8 @@ def series(repo) -> List[Commit]:
 
 
 def files_touched(repo, commits: List[Commit]) -> List[FileChange]:
-    from tools.tree import BASE_TAG, UPSTREAM_BRANCH, git_out
+    from tools.git import git_out
+    from tools.tree import BASE_TAG, UPSTREAM_BRANCH
 
     rng = f"{BASE_TAG}..{UPSTREAM_BRANCH}"
     status = dict(
@@ -139,7 +140,8 @@ def files_touched(repo, commits: List[Commit]) -> List[FileChange]:
 
 def cpu_subjects(repo) -> List[str]:
     """Subjects of the CPU group (qsv/upstream..qsv/cpu), which the PR leaves out."""
-    from tools.tree import CPU_BRANCH, UPSTREAM_BRANCH, commit_list, subject
+    from tools.git import commit_list, subject
+    from tools.tree import CPU_BRANCH, UPSTREAM_BRANCH
 
     return [
         subject(repo, c) for c in commit_list(repo, f"{UPSTREAM_BRANCH}..{CPU_BRANCH}")
@@ -148,7 +150,8 @@ def cpu_subjects(repo) -> List[str]:
 
 def write_series(repo, out: Path) -> List[Path]:
     """``git format-patch qsv/base..qsv/upstream`` into ``out`` (old patches go)."""
-    from tools.tree import BASE_TAG, UPSTREAM_BRANCH, git_out
+    from tools.git import git_out
+    from tools.tree import BASE_TAG, UPSTREAM_BRANCH
 
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.patch"):
@@ -233,7 +236,8 @@ def readme_rows(readme: Path) -> Dict[str, Tuple[str, str]]:
 
 
 def environment(repo, changes: List[FileChange], readme: Path) -> List[EnvVar]:
-    from tools.tree import UPSTREAM_BRANCH, git_out
+    from tools.git import git_out
+    from tools.tree import UPSTREAM_BRANCH
 
     found: Dict[str, EnvVar] = {}
     for change in changes:
@@ -583,7 +587,8 @@ def render_hardware(runs: List[GpuRun], cpu_group: List[str]) -> List[str]:
 
 
 def render_how_to_run(repo, changes: List[FileChange]) -> List[str]:
-    from tools.tree import UPSTREAM_BRANCH, git_out
+    from tools.git import git_out
+    from tools.tree import UPSTREAM_BRANCH
 
     out = []
     examples = [c.path for c in changes if c.path.startswith("examples/")]
@@ -713,8 +718,7 @@ def make_description(
     readme: Path,
     project_head: Optional[str] = None,
 ) -> str:
-    import git
-
+    from tools import git
     from tools.tree import State
 
     repo = git.Repo(paths.build)
@@ -802,9 +806,7 @@ def make_pr(
     ci_dir: Path,
     readme: Path,
 ) -> None:
-    import git
-
-    from tools import PROJECT_ROOT
+    from tools import PROJECT_ROOT, git
     from tools.check import tree_problems
 
     problems = tree_problems(paths)
@@ -814,10 +816,7 @@ def make_pr(
         )
     repo = git.Repo(paths.build)
     patches = write_series(repo, out)
-    proc = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True
-    )
-    head = proc.stdout.strip() if proc.returncode == 0 else None
+    head = git.head_commit(PROJECT_ROOT)
     text = make_description(paths, docs, ci_dir, readme, project_head=head)
     (out / DESCRIPTION).write_text(text)
     print(f"pr: {len(patches)} patch(es) and {DESCRIPTION} in {out}")

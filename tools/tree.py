@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,9 +29,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-import git
-
-from tools import PROJECT_ROOT, ToolError
+from tools import PROJECT_ROOT, ToolError, git
+from tools.git import (
+    TOOL_EMAIL,
+    TOOL_NAME,
+    commit_files,
+    commit_list,
+    describe,
+    git_out,
+    is_ancestor,
+    rev,
+    run_git,
+    subject,
+)
 from tools.pin import Pin, fetch_wheel, load_pin
 
 TREE_FORMAT = 1
@@ -41,35 +50,9 @@ UPSTREAM_BRANCH = "qsv/upstream"
 CPU_BRANCH = "qsv/cpu"
 STATE_NAME = "qsv-state.json"
 OVERLAY_TRAILER = "Qsv-Overlay: overlay/"
-TOOL_NAME = "qsv-tools"
-TOOL_EMAIL = "qsv-tools@localhost"
 PTH_NAME = "qsv-sglang.pth"
 MAX_REMEMBERED_TIPS = 50
 IGNORED_IN_TREE = ("__pycache__/", "*.pyc")
-
-# Every git command runs with these, so user or system configuration cannot change
-# what is committed or exported (byte-identical patches on every machine).
-GIT_CONFIG = (
-    "core.autocrlf=false",
-    "core.safecrlf=false",
-    "core.abbrev=12",
-    "core.quotePath=false",
-    "commit.gpgSign=false",
-    "tag.gpgSign=false",
-    "diff.noprefix=false",
-    "diff.mnemonicPrefix=false",
-    "diff.relative=false",
-    "diff.renames=false",
-    "diff.algorithm=myers",
-    "diff.context=3",
-    "format.signature=",
-    "format.numbered=false",
-    "format.coverLetter=false",
-    "am.threeWay=false",
-    "am.keepcr=true",
-    "apply.whitespace=nowarn",
-    "gc.auto=0",
-)
 
 
 @dataclass
@@ -89,109 +72,6 @@ class Paths:
 
 def log(msg: str) -> None:
     print(msg, flush=True)
-
-
-# --------------------------------------------------------------------------- git
-
-
-def _git_env(author: Optional[Tuple[str, str, str]] = None) -> Dict[str, str]:
-    env = {
-        "GIT_COMMITTER_NAME": TOOL_NAME,
-        "GIT_COMMITTER_EMAIL": TOOL_EMAIL,
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_TERMINAL_PROMPT": "0",
-        "LC_ALL": "C",
-        "LANG": "C",
-    }
-    if author is not None:
-        name, email, date = author
-        env.update(
-            GIT_AUTHOR_NAME=name,
-            GIT_AUTHOR_EMAIL=email,
-            GIT_AUTHOR_DATE=date,
-            GIT_COMMITTER_DATE=date,
-        )
-    return env
-
-
-def run_git(
-    repo: git.Repo,
-    *args: str,
-    env: Optional[Dict[str, str]] = None,
-    stdin: Optional[str] = None,
-    check: bool = True,
-    strip: bool = True,
-) -> Tuple[int, str, str]:
-    """Run ``git <args>`` in ``repo`` with the pinned configuration.
-
-    Returns (status, stdout, stderr); raises ToolError on failure when ``check``.
-    """
-    cmd = ["git"]
-    for item in GIT_CONFIG:
-        cmd += ["-c", item]
-    cmd += list(args)
-    full_env = dict(os.environ)
-    full_env.update(_git_env())
-    full_env.update(env or {})
-    if stdin is None:
-        status, out, err = repo.git.execute(
-            cmd,
-            with_extended_output=True,
-            with_exceptions=False,
-            env=full_env,
-            strip_newline_in_stdout=False,
-        )
-    else:
-        proc = subprocess.run(
-            cmd,
-            cwd=repo.working_dir,
-            env=full_env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-        )
-        status, out, err = proc.returncode, proc.stdout, proc.stderr
-    if strip:
-        out = out.rstrip("\n")
-    if check and status != 0:
-        raise ToolError(f"git {' '.join(args)} failed in {repo.working_dir}:\n{err}")
-    return status, out, err
-
-
-def git_out(repo: git.Repo, *args: str, **kw) -> str:
-    return run_git(repo, *args, **kw)[1]
-
-
-def rev(repo: git.Repo, name: str) -> Optional[str]:
-    status, out, _ = run_git(
-        repo, "rev-parse", "--verify", "-q", name + "^{commit}", check=False
-    )
-    return out if status == 0 else None
-
-
-def is_ancestor(repo: git.Repo, a: str, b: str) -> bool:
-    return run_git(repo, "merge-base", "--is-ancestor", a, b, check=False)[0] == 0
-
-
-def commit_files(repo: git.Repo, sha: str) -> List[str]:
-    """The paths a commit changes (no rename detection)."""
-    changed = git_out(
-        repo, "diff-tree", "-r", "--no-commit-id", "--name-only", "--no-renames", sha
-    )
-    return changed.splitlines()
-
-
-def commit_list(repo: git.Repo, *range_args: str) -> List[str]:
-    out = git_out(repo, "rev-list", "--reverse", *range_args)
-    return out.split() if out else []
-
-
-def subject(repo: git.Repo, sha: str) -> str:
-    return git_out(repo, "log", "-1", "--format=%s", sha)
-
-
-def describe(repo: git.Repo, sha: str) -> str:
-    return f"{sha[:12]} {subject(repo, sha)}"
 
 
 # ------------------------------------------------------------------------ inputs
@@ -428,7 +308,7 @@ def create_base(build: Path, base: BaseSource, pin: Pin, pack: bool = True) -> g
             "--no-verify",
             "-m",
             message,
-            env=_git_env((TOOL_NAME, TOOL_EMAIL, date)),
+            env=git.author_env(TOOL_NAME, TOOL_EMAIL, date),
         )
         log(
             f"apply: base laid out from {base.wheel.name}: {count} files "
@@ -472,31 +352,10 @@ class Findings:
         return out
 
 
-_OPERATIONS = {
-    "rebase-apply": "git am or rebase",
-    "rebase-merge": "git rebase",
-    "MERGE_HEAD": "git merge",
-    "CHERRY_PICK_HEAD": "git cherry-pick",
-    "REVERT_HEAD": "git revert",
-}
-
-
 def inspect_tree(repo: git.Repo, state: State) -> Findings:
     found = Findings()
-    gitdir = Path(repo.git_dir)
-    for name, what in _OPERATIONS.items():
-        if (gitdir / name).exists():
-            found.operation = what
-            break
-    out = git_out(
-        repo,
-        "--no-optional-locks",
-        "status",
-        "--porcelain=v1",
-        "--untracked-files=all",
-        strip=False,
-    )
-    found.dirty = [line for line in out.splitlines() if line.strip()]
+    found.operation = git.operation_in_progress(repo)
+    found.dirty = git.uncommitted(repo)
     saved = [s for s in [state.tip, *state.known] if s and rev(repo, s)]
     refs_out = git_out(repo, "for-each-ref", "--format=%(refname)")
     refs = refs_out.split() if refs_out else []
@@ -610,7 +469,7 @@ def _overlay_commit(repo: git.Repo, paths: Paths, date: str) -> bool:
         "--allow-empty",
         "-m",
         message,
-        env=_git_env((TOOL_NAME, TOOL_EMAIL, date)),
+        env=git.author_env(TOOL_NAME, TOOL_EMAIL, date),
     )
     return True
 
@@ -825,13 +684,7 @@ def _write_overlay(overlay: Path, files: Dict[str, Tuple[bytes, bool]]) -> None:
 
 def _blob(repo: git.Repo, commit: str, path: str) -> Tuple[bytes, bool]:
     mode = git_out(repo, "ls-tree", commit, "--", path).split()[0]
-    proc = subprocess.run(
-        ["git", "cat-file", "blob", f"{commit}:{path}"],
-        cwd=repo.working_dir,
-        capture_output=True,
-        check=True,
-    )
-    return proc.stdout, mode == "100755"
+    return git.blob(repo, commit, path), mode == "100755"
 
 
 def _is_overlay_commit(repo: git.Repo, sha: str) -> bool:
@@ -1005,5 +858,5 @@ def _replay(
         "-F",
         "-",
         stdin=message,
-        env=_git_env((fields[0], fields[1], fields[2])),
+        env=git.author_env(fields[0], fields[1], fields[2]),
     )

@@ -236,8 +236,7 @@ def codespell_failures(files: List[str], cwd: Path, label: str) -> List[str]:
 
 
 def verify(paths, src: Optional[Path] = None) -> None:
-    import git
-
+    from tools import git
     from tools.tree import BASE_TAG, Paths, apply, git_out, overlay_files
 
     failures = []

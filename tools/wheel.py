@@ -31,7 +31,6 @@ import io
 import json
 import os
 import re
-import subprocess
 import tempfile
 import time
 import zipfile
@@ -172,25 +171,15 @@ def read_members(wheel: Path) -> List[Tuple[zipfile.ZipInfo, bytes]]:
 # ------------------------------------------------------------------- the tree
 
 
-def _git(build: Path, *args: str, binary: bool = False):
-    cmd = ["git", "-c", "core.quotePath=false", "-C", str(build), *args]
-    env = dict(os.environ, LC_ALL="C", LANG="C", GIT_CONFIG_NOSYSTEM="1")
-    proc = subprocess.run(cmd, capture_output=True, env=env)
-    if proc.returncode != 0:
-        raise ToolError(
-            f"git {' '.join(args)} failed in {build}:\n"
-            + proc.stderr.decode(errors="replace")
-        )
-    return proc.stdout if binary else proc.stdout.decode()
+def _rev(repo, build: Path, name: str) -> str:
+    from tools.git import rev
 
-
-def _rev(build: Path, name: str) -> str:
-    try:
-        return _git(build, "rev-parse", "--verify", "-q", name + "^{commit}").strip()
-    except ToolError:
+    found = rev(repo, name)
+    if found is None:
         raise ToolError(
             f"{build} has no {name}: build the patched tree first (make apply)"
-        ) from None
+        )
+    return found
 
 
 @dataclass
@@ -216,20 +205,20 @@ class TreeChanges:
 
 def tree_changes(build: Path, with_cpu_group: bool = False) -> TreeChanges:
     """What the series + overlay (+ the CPU group) change, read from git objects."""
+    from tools import git  # gitpython: imported here, the wheel-file helpers need none
+
     if not (build / ".git").exists():
         raise ToolError(f"{build} is not a patched tree: run `make apply` first")
-    base = _rev(build, BASE_TAG)
-    upstream = _rev(build, UPSTREAM_BRANCH)
+    repo = git.Repo(build)
+    base = _rev(repo, build, BASE_TAG)
+    upstream = _rev(repo, build, UPSTREAM_BRANCH)
     head_ref = CPU_BRANCH if with_cpu_group else UPSTREAM_BRANCH
-    head = _rev(build, head_ref)
+    head = _rev(repo, build, head_ref)
     for older, newer in ((base, upstream), (upstream, head)):
-        proc = subprocess.run(
-            ["git", "-C", str(build), "merge-base", "--is-ancestor", older, newer]
-        )
-        if proc.returncode != 0:
+        if not git.is_ancestor(repo, older, newer):
             raise ToolError(f"{build}: {older[:12]} is not an ancestor of {newer[:12]}")
-    count = lambda a, b: int(_git(build, "rev-list", "--count", f"{a}..{b}").strip())
-    stamp = int(_git(build, "log", "-1", "--format=%ct", head).strip())
+    count = lambda a, b: int(git.git_out(repo, "rev-list", "--count", f"{a}..{b}"))
+    stamp = int(git.git_out(repo, "log", "-1", "--format=%ct", head))
     result = TreeChanges(
         base=base,
         head=head,
@@ -238,7 +227,9 @@ def tree_changes(build: Path, with_cpu_group: bool = False) -> TreeChanges:
         cpu_commits=count(upstream, head) if with_cpu_group else 0,
         date=tuple(time.gmtime(max(stamp, 315532800))[:6]),
     )
-    raw = _git(build, "diff", "--no-renames", "--name-status", "-z", base, head)
+    raw = git.git_out(
+        repo, "diff", "--no-renames", "--name-status", "-z", base, head, strip=False
+    )
     fields = [f for f in raw.split("\0") if f]
     for status, path in zip(fields[0::2], fields[1::2]):
         if not path.startswith(PACKAGE_PREFIX):
@@ -248,17 +239,15 @@ def tree_changes(build: Path, with_cpu_group: bool = False) -> TreeChanges:
         if change.status not in "AMD":
             raise ToolError(f"{build}: unexpected change {status} {path}")
         if change.status != "D":
-            listing = _git(build, "ls-tree", head, "--", path).split()
+            listing = git.git_out(repo, "ls-tree", head, "--", path).split()
             if listing[0] not in ("100644", "100755"):
                 raise ToolError(
                     f"{path}: mode {listing[0]} (symlink?) cannot go in a wheel"
                 )
             change.mode = 0o755 if listing[0] == "100755" else 0o644
-            change.data = _git(build, "cat-file", "blob", f"{head}:{path}", binary=True)
+            change.data = git.blob(repo, head, path)
         if change.status != "A":
-            change.base_data = _git(
-                build, "cat-file", "blob", f"{base}:{path}", binary=True
-            )
+            change.base_data = git.blob(repo, base, path)
         result.changes.append(change)
     return result
 
