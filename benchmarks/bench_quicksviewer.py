@@ -128,7 +128,7 @@ def sglang_components(args) -> dict:
             print(
                 prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25)
             )
-        (_, starts), t_encode = timed(
+        (_, starts, _), t_encode = timed(
             lambda: model.encode_video(frames, table), args.device
         )
         item.pad_value = 1 << 20

@@ -44,12 +44,15 @@ def timeline(name: str, segments: dict) -> list[str]:
         f"{name}: {len(timestamps)} frames sampled "
         f"({clock(timestamps[0])} to {clock(timestamps[-1])}), {len(cubes)} events"
     ]
+    scores = segments.get("boundary_scores") or [None] * len(timestamps)
     for number, cube in enumerate(cubes, 1):
         first, last = cube["start_frame"], cube["end_frame"] - 1
         count = last - first + 1
+        # how sure the cubing network was that an event starts here (frame 0: always)
+        score = "" if scores[first] is None else f"  boundary {scores[first]:.2f}"
         lines.append(
             f"  {number:3d}  {clock(cube['start_s']):>9} - {clock(cube['end_s']):<9}"
-            f"  frames {first}-{last} ({count} frame{'s' if count > 1 else ''})"
+            f"  frames {first}-{last} ({count} frame{'s' if count > 1 else ''}){score}"
         )
     return lines
 

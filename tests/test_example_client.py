@@ -157,8 +157,14 @@ def test_timeline_example_prints_the_reference_cubes(
     assert f"{len(timestamps)} frames sampled" in lines[0]
     assert lines[0].endswith(f"{len(bounds)} events")
     assert len(lines) == 1 + len(bounds)
+    probs = references.video("fp32", video).encoding.cubes.probs.tolist()
+    assert segments["boundary_scores"] == [None, *probs]
     for line, (start, end) in zip(lines[1:], bounds):
         assert f"frames {start}-{end - 1} ({end - start} frame" in line, line
+        if start:  # the score of the event's first frame, P(boundary at frame j)
+            assert line.endswith(f"  boundary {probs[start - 1]:.2f}"), line
+        else:
+            assert "boundary" not in line, line
     assert "ANSWER" not in proc.stdout
 
 

@@ -30,6 +30,9 @@ NEW_TOKENS = 16
 # Max |SGLang - reference| of the visual embeddings, relative to max |reference|.
 # fp32 differs only by kernel rounding; bf16 by a few bf16 ulps (2^-8 = 0.004).
 EMBEDDING_TOLERANCE = {"fp32": 1e-4, "bf16": 3e-2}
+# Boundary scores (probabilities): equal in fp32 (measured on the 5 videos); in
+# bf16 the tower's rounding moves them by up to 4 bf16 ulps of 0.5 (0.0156 measured)
+SCORE_TOLERANCE = {"fp32": 0.0, "bf16": 2**-5}
 # First-token log-probabilities (SGLang's top 5) may differ by this many units in
 # the last place of the reference logit: fp32 kernels round differently, bf16
 # logits are quantised to 2^-8 of their size on both sides.
@@ -85,6 +88,11 @@ def test_encoder_matches_reference(dtype, video, encoder_outputs, references, vi
     ours = encoder_outputs[dtype][video]
     ref = references.video(dtype, videos[video])
     assert ours["starts"] == [start for start, _ in ref.cube_bounds]
+    # the boundary scores reported with the segments: the reference's probs
+    probs = ref.encoding.cubes.probs.float()
+    assert len(ours["scores"]) == len(probs) == len(ref.frames.timestamps) - 1
+    score_error = (torch.tensor(ours["scores"]) - probs).abs().max()
+    assert score_error <= SCORE_TOLERANCE[dtype], f"score error {score_error:.2e}"
     expected = ref.encoding.features.float()
     assert ours["embeddings"].shape == expected.shape
     error = (ours["embeddings"] - expected).abs().max() / expected.abs().max()

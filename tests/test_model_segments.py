@@ -7,7 +7,8 @@ its cube bounds (``run.cube_bounds``, the original's ``find_segments`` of the
 straight-through top-k) and its frame timestamps. Checked here:
 
 * ``/v1/chat/completions`` with ``"return_segments": true`` has a top-level
-  ``segments`` list equal to the reference's cubes for every parity video;
+  ``segments`` list equal to the reference's cubes and boundary scores for every
+  parity video;
   ``/generate`` has it in ``meta_info["segments"]``; the answer is the same as
   without the field, and without the field there is no ``segments`` key anywhere;
 * it comes from the request's own encode (one encoder run for a new video) and, for
@@ -51,8 +52,9 @@ def server(checkpoints, tmp_path_factory, request):
 
 
 def expected_segments(references, path) -> dict:
-    """One video's segmentation from the reference: its frame timestamps and its
-    cube bounds, with the times of each cube's first and last frame."""
+    """One video's segmentation from the reference: its frame timestamps, its
+    cube bounds, with the times of each cube's first and last frame, and its
+    boundary scores."""
     run = references.video("fp32", path)
     timestamps = [float(t) for t in run.frames.timestamps]
     assert len(run.cube_bounds) >= 2  # a real decision, not one cube
@@ -67,6 +69,8 @@ def expected_segments(references, path) -> dict:
             }
             for start, end in run.cube_bounds
         ],
+        # the cubing network's P(a cube starts at frame j), j >= 1 (fp32: exact)
+        "boundary_scores": [None, *run.encoding.cubes.probs.tolist()],
     }
 
 

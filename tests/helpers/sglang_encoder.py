@@ -33,7 +33,7 @@ def main(ckpt: str, dtype: str, out: str, videos: list[str]) -> None:
         frames, table = item.feature, item.model_specific_data["pixel_table"]
         # the fp16 pixels the tower sees (the model applies the table on its device)
         pixels = lookup_pixels(frames, table)
-        embeddings, starts = model.encode_video(frames, table)
+        embeddings, starts, scores = model.encode_video(frames, table)
         results.append(
             {
                 "video": video,
@@ -42,6 +42,7 @@ def main(ckpt: str, dtype: str, out: str, videos: list[str]) -> None:
                 "input_ids": output.input_ids,
                 "offsets": item.offsets,
                 "starts": starts,
+                "scores": scores,
                 "embeddings": embeddings.float(),
             }
         )

@@ -325,13 +325,18 @@ class QuicksviewerCubing(nn.Module):
         return out
 
 
-def video_segments(timestamps: Sequence[float], starts: Sequence[int]) -> dict:
+def video_segments(
+    timestamps: Sequence[float], starts: Sequence[int], scores: Sequence[float]
+) -> dict:
     """The cubing of one video as a request with ``return_segments`` gets it.
 
     ``timestamps``: the sampled frames' timestamps in seconds (those of the
     prompt); one cube per start, over the sampled frames ``[start_frame,
     end_frame)``, with ``start_s`` and ``end_s`` the timestamps of its first and
-    its last frame.
+    its last frame; ``boundary_scores``: per sampled frame, the cubing network's
+    probability that a cube starts there (the ``scores`` of frames 1..N-1, of
+    which the highest ``num_cube_boundaries`` became starts), None for frame 0,
+    which always starts one.
     """
     ends = list(starts[1:]) + [len(timestamps)]
     cubes = [
@@ -343,7 +348,11 @@ def video_segments(timestamps: Sequence[float], starts: Sequence[int]) -> dict:
         }
         for start, end in zip(starts, ends)
     ]
-    return {"timestamps": list(timestamps), "cubes": cubes}
+    return {
+        "timestamps": list(timestamps),
+        "cubes": cubes,
+        "boundary_scores": [None, *scores],
+    }
 
 
 _COUNTERS = {}
@@ -434,7 +443,8 @@ def encoder_stream(device: torch.device):
 
 
 class QuicksviewerVisualCache:
-    """Cube starts and visual embeddings of videos already seen, by content.
+    """Cube starts, boundary scores and visual embeddings of videos already seen,
+    by content.
 
     The key is the processor's SHA-256 of the decoded frames, their timestamps
     and the preprocessing, so two videos that differ in one pixel of one sampled
@@ -602,25 +612,28 @@ class QuicksviewerForCausalLM(nn.Module):
     @torch.no_grad()
     def encode_video(
         self, frames: torch.Tensor, pixel_table: torch.Tensor
-    ) -> Tuple[torch.Tensor, List[int]]:
+    ) -> Tuple[torch.Tensor, List[int], List[float]]:
         """Cube a video of N >= 2 frames ((N, H, W, 3) uint8, see encode_frames).
 
         Returns the (K + 1, Q, D) embeddings (thumbnail first, then one block per
-        cube) and the K cube start frames.
+        cube), the K cube start frames and the N - 1 boundary scores of frames
+        1..N-1 (reported with the segments).
         """
         video = self.encode_frames(frames, pixel_table)
         num_frames = video.shape[0]
         scores = self.cubing.boundary_scores(video)
         weights = select_cubes(scores, num_frames, self.cubing.frames_per_cube)
-        # The layout depends on the cubes: one device-to-host copy per video.
-        *host_weights, total = torch.cat([weights, weights.sum()[None]]).tolist()
+        # The layout depends on the cubes: one device-to-host copy per video
+        # (the cube-start weights, their sum, the scores for the segments).
+        host = torch.cat([weights, weights.sum()[None], scores]).tolist()
+        host_weights, total = host[:num_frames], host[num_frames]
         starts = [i for i, w in enumerate(host_weights) if w != 0]
         ends = starts[1:] + [num_frames]
         blocks = [self.cubing.thumbnail(video, weights, total)]
         for start, end in zip(starts, ends):
             cube = video[start:end].reshape(1, -1, video.shape[-1])
             blocks.append(self.resampler(cube, frame_start=start))
-        return torch.cat(blocks), starts
+        return torch.cat(blocks), starts, host[num_frames + 1 :]
 
     def get_image_feature(self, items: List[MultimodalDataItem]) -> torch.Tensor:
         """Every anyres tile is one 64-token block (no cubing, frame index 0)."""
@@ -664,9 +677,9 @@ class QuicksviewerForCausalLM(nn.Module):
             out.extend(input_ids[cursor:first])
             shift = len(out) - first
             if item.is_video():
-                item.offsets, starts = self._layout_video(item, input_ids, out)
+                item.offsets, starts, scores = self._layout_video(item, input_ids, out)
                 timestamps = item.model_specific_data[QuicksviewerVideoItem.TIMESTAMPS]
-                segments.append(video_segments(timestamps, starts))
+                segments.append(video_segments(timestamps, starts, scores))
             else:
                 item.offsets = [(s + shift, e + shift) for s, e in item.offsets]
                 out.extend(input_ids[first : last + 1])
@@ -679,8 +692,9 @@ class QuicksviewerForCausalLM(nn.Module):
 
     def _layout_video(
         self, item: MultimodalDataItem, input_ids: Sequence[int], out: List[int]
-    ) -> Tuple[List[Tuple[int, int]], List[int]]:
-        """Append a video's layout to ``out``; its offsets and cube starts."""
+    ) -> Tuple[List[Tuple[int, int]], List[int], List[float]]:
+        """Append a video's layout to ``out``; its offsets, cube starts and
+        boundary scores."""
         # the runs of a QuicksviewerVideoItem: the thumbnail (if any), the cubes
         if self.config.use_thumbnail:
             (_, thumb_end), (cubes_start, _) = item.offsets
@@ -691,7 +705,7 @@ class QuicksviewerForCausalLM(nn.Module):
         data = item.model_specific_data
         prefetched = data.pop(QuicksviewerVideoItem.ENCODED, None)
         encoded = prefetched or self._encode_video_item(item, lookup=True)
-        embeddings, starts, timing = encoded
+        embeddings, starts, scores, timing = encoded
         num_queries = embeddings.shape[1]
         timestamps = data[QuicksviewerVideoItem.TIMESTAMP_TOKEN_IDS]
         offsets = []
@@ -721,33 +735,34 @@ class QuicksviewerForCausalLM(nn.Module):
                 "t_layout": time.time(),
             }
             logger.warning("qsv-timing %s", json.dumps(record))
-        return offsets, starts
+        return offsets, starts, scores
 
     def _encode_video_item(self, item: MultimodalDataItem, lookup: bool):
-        """(embeddings, cube starts, timing) of a video item, from the visual
-        cache or the encoder, complete on return (the encoder runs on the
-        current thread's stream, synchronised before the result is cached)."""
+        """(embeddings, cube starts, boundary scores, timing) of a video item,
+        from the visual cache or the encoder, complete on return (the encoder
+        runs on the current thread's stream, synchronised before the result is
+        cached)."""
         key = item.model_specific_data.get(QuicksviewerVideoItem.CONTENT_DIGEST)
         t_start, t0 = time.time(), time.perf_counter()
         cached = self.visual_cache.get(key) if lookup else None
         if cached is None:
-            embeddings, starts = self.encode_video(
+            embeddings, starts, scores = self.encode_video(
                 item.feature,
                 item.model_specific_data[QuicksviewerVideoItem.PIXEL_TABLE],
             )
             if embeddings.is_cuda:
                 # the prefill and other requests (cache hits) use other streams
                 torch.cuda.current_stream().synchronize()
-            self.visual_cache.put(key, (embeddings, starts), embeddings.nbytes)
+            self.visual_cache.put(key, (embeddings, starts, scores), embeddings.nbytes)
         else:
-            embeddings, starts = cached
+            embeddings, starts, scores = cached
         timing = {
             "t_start": t_start,
             "seconds": round(time.perf_counter() - t0, 4),
             "cache_hit": cached is not None,
             "t_end": time.time(),
         }
-        return embeddings, starts, timing
+        return embeddings, starts, scores, timing
 
     # ------------------------------------------- encoding off the event loop
     def prefetch_mm_inputs(
