@@ -28,6 +28,12 @@ def _add_path_options(parser: argparse.ArgumentParser) -> None:
         "--pin", type=Path, default=PROJECT_ROOT / "pin.toml", help="pin file"
     )
     parser.add_argument(
+        "--release",
+        default=None,
+        help="the pinned SGLang release (make PIN=...; default: pin.toml's default); "
+        "its patches are patches/ with the variants of patches/<release>/",
+    )
+    parser.add_argument(
         "--patches-dir",
         type=Path,
         default=PROJECT_ROOT / "patches",
@@ -42,8 +48,9 @@ def _add_path_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--build-dir",
         type=Path,
-        default=PROJECT_ROOT / "build" / "sglang",
-        help="the patched tree (a git repository)",
+        default=None,
+        help="the patched tree (a git repository; default: build/sglang, "
+        "build/sglang-<release> for a release other than the default)",
     )
     parser.add_argument(
         "--cache-dir",
@@ -64,14 +71,18 @@ def _add_src_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _paths(args):
+    from tools.pin import load_pin, release_build_dir
     from tools.tree import Paths
 
+    pin = load_pin(args.pin.resolve(), args.release)
+    build = args.build_dir or release_build_dir(pin, PROJECT_ROOT / "build")
     return Paths(
         pin=args.pin.resolve(),
         patches=args.patches_dir.resolve(),
         overlay=args.overlay_dir.resolve(),
-        build=args.build_dir.resolve(),
+        build=build.resolve(),
         cache=args.cache_dir.resolve(),
+        release=None if pin.is_default else pin.version,
     )
 
 
@@ -109,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="make this virtual environment import sglang from the tree (.pth file)",
+    )
+    p.add_argument(
+        "--port",
+        metavar="ENTRY",
+        default=None,
+        help="build the tree up to this series entry (cpu/<name> for the CPU group) "
+        "and leave it applied for porting it to the release (make port)",
     )
 
     p = sub.add_parser("export", help="write patches/ and overlay/ back from the tree")
@@ -166,7 +184,8 @@ def main(argv=None) -> int:
         elif args.command == "fetch":
             from tools.pin import fetch_wheel, load_pin
 
-            print(fetch_wheel(load_pin(args.pin), args.cache_dir, tag=args.wheel))
+            pin = load_pin(args.pin, args.release)
+            print(fetch_wheel(pin, args.cache_dir, tag=args.wheel))
         elif args.command == "apply":
             from tools.tree import apply
 
@@ -175,6 +194,7 @@ def main(argv=None) -> int:
                 force=args.force,
                 src=args.sglang_src,
                 link_venv=args.link_venv,
+                port=args.port,
             )
         elif args.command == "export":
             from tools.tree import export
