@@ -94,7 +94,7 @@ def sglang_components(args) -> dict:
         local_rank=0,
         distributed_init_method=f"tcp://127.0.0.1:{get_free_port()}",
     )
-    initialize_model_parallel(1)
+    initialize_model_parallel()  # one rank (0.5.23: widths from the server args)
     config = QuicksviewerConfig.from_pretrained(args.model)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     processor = QuicksviewerProcessor(config, server_args, tokenizer, None)

@@ -9,6 +9,7 @@ initialises SGLang's (single-rank) distributed state and global server args.
 """
 
 import asyncio
+import inspect
 import sys
 from pathlib import Path
 
@@ -38,7 +39,15 @@ def publish_server_args(ckpt: str, device: str = "cpu") -> ServerArgs:
         attention_backend="torch_native" if device == "cpu" else "triton",
         mm_attention_backend="sdpa",
     )
-    publish(server_args, role="scheduler")
+    kwargs = {}
+    if "ranks" in inspect.signature(publish).parameters:
+        # SGLang >= 0.5.23: a scheduler publishes its place in the topology too
+        from sglang.srt.runtime_context import SpawnRanks
+
+        kwargs["ranks"] = SpawnRanks(
+            world_rank=0, gpu_id=0 if device != "cpu" else None
+        )
+    publish(server_args, role="scheduler", **kwargs)
     return server_args
 
 
@@ -52,7 +61,7 @@ def init_single_rank(ckpt: str, device: str = "cpu") -> None:
         local_rank=0,
         distributed_init_method=f"tcp://127.0.0.1:{get_free_port()}",
     )
-    initialize_model_parallel(1)
+    initialize_model_parallel()  # one rank (0.5.23: widths from the server args)
 
 
 def load_model(ckpt: str, dtype: str, device: str = "cpu"):

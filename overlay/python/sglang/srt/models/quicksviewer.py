@@ -36,6 +36,7 @@ import logging
 import os
 import threading
 import time
+from array import array
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
@@ -380,6 +381,15 @@ class QuicksviewerVisualCache:
         )
 
 
+def _padding(item: MultimodalDataItem, length: int) -> List[int]:
+    """``length`` pad tokens of ``item``: its repeating sentinels where SGLang has
+    them (0.5.23: ``padding_sequence``, which the embedding mask matches), else its
+    one ``pad_value`` (0.5.17)."""
+    if hasattr(type(item), "padding_sequence"):
+        return item.padding_sequence(length)
+    return [item.pad_value] * length
+
+
 class QuicksviewerForCausalLM(nn.Module):
     hf_to_sglang_mapper = WeightsMapper(
         orig_to_new_substr={
@@ -506,9 +516,7 @@ class QuicksviewerForCausalLM(nn.Module):
         )
 
     # -------------------------------------------------------------- layout
-    def pad_input_ids(
-        self, input_ids: List[int], mm_inputs: MultimodalInputs
-    ) -> List[int]:
+    def pad_input_ids(self, input_ids: Sequence[int], mm_inputs: MultimodalInputs):
         """Write the final prompt layout and the pad values of every item.
 
         The processor emits, per video, a thumbnail run (unless the checkpoint
@@ -518,6 +526,8 @@ class QuicksviewerForCausalLM(nn.Module):
         already in the prompt, in the original's chunk before the first frame),
         the item gets one offset per 64-token block and its embeddings as
         ``precomputed_embeddings``. Image runs are only padded.
+
+        Returns ``array("q")``, which SGLang 0.5.23 requires (0.5.17 accepts it).
         """
         items = sorted(mm_inputs.mm_items, key=lambda item: item.offsets[0][0])
         out: List[int] = []
@@ -532,10 +542,10 @@ class QuicksviewerForCausalLM(nn.Module):
                 item.offsets = [(s + shift, e + shift) for s, e in item.offsets]
                 out.extend(input_ids[first : last + 1])
                 for s, e in item.offsets:
-                    out[s : e + 1] = [item.pad_value] * (e - s + 1)
+                    out[s : e + 1] = _padding(item, e - s + 1)
             cursor = last + 1
         out.extend(input_ids[cursor:])
-        return out
+        return array("q", out)
 
     def _layout_video(
         self, item: MultimodalDataItem, input_ids: Sequence[int], out: List[int]
@@ -552,14 +562,14 @@ class QuicksviewerForCausalLM(nn.Module):
         if self.config.use_thumbnail:
             thumb_end = item.offsets[0][1]
             offsets.append((len(out), len(out) + num_queries - 1))
-            out.extend([item.pad_value] * num_queries)
+            out.extend(_padding(item, num_queries))
             out.extend(input_ids[thumb_end + 1 : cubes_start])
         else:
             embeddings = embeddings[1:]
         for start in starts:
             out.extend(timestamps[start])
             offsets.append((len(out), len(out) + num_queries - 1))
-            out.extend([item.pad_value] * num_queries)
+            out.extend(_padding(item, num_queries))
         if embeddings.is_cuda:
             # The embeddings are complete (_encode_video_item); they may come
             # from the encoder's side stream, and are used on this thread's.
