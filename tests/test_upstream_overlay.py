@@ -2,7 +2,8 @@
 
 overlay/test/registered/vlm/test_quicksviewer.py is the test that goes upstream with
 the model (it starts its own Engine and writes its own videos). Here it runs from
-build/sglang, as ``make test`` would with UPSTREAM_TESTS, on the converted fp32 tiny
+the tree under test (build/sglang, or build/sglang-<release> with make test
+PIN=...), as ``make test`` would with UPSTREAM_TESTS, on the converted fp32 tiny
 checkpoint, in a subprocess of its own (its own process group, killed on timeout).
 """
 
@@ -14,9 +15,9 @@ import signal
 import subprocess
 import sys
 
-from tests.quicksviewer_fixtures import PROJECT_ROOT
+from conftest import BUILD_TREE
 
-BUILD_TREE = PROJECT_ROOT / "build" / "sglang"
+from tests.quicksviewer_fixtures import PROJECT_ROOT
 UPSTREAM_TEST = "test/registered/vlm/test_quicksviewer.py"
 TIMEOUT_S = 420
 
