@@ -29,9 +29,6 @@ MODEL_TESTS := tests/test_model_config.py tests/test_engine_smoke.py \
 TESTS ?= $(if $(filter-out $(DEFAULT_PIN),$(PIN)),$(MODEL_TESTS),tests)
 # make test JUNIT=path also writes pytest's JUnit report of tests/ there (CI does)
 JUNIT ?=
-# upstream-style tests inside the patched tree (paths relative to $(BUILD)), run by
-# make test after tests/; empty until their fixtures are wired in
-UPSTREAM_TESTS ?=
 
 # make apply FORCE=1 discards user work in $(BUILD) (listed first)
 # make apply SGLANG_SRC=/path/to/sglang builds the base from a checkout at v0.5.17
@@ -39,12 +36,13 @@ APPLY_FLAGS := --link-venv $(VENV) $(if $(FORCE),--force) \
 	$(if $(SGLANG_SRC),--sglang-src $(SGLANG_SRC))
 TREE := --build-dir $(BUILD) $(RELEASE)
 
-.PHONY: help setup fetch apply port export export-cpu verify check pr test demo bench
+.PHONY: help setup pins fetch apply port export export-cpu verify check pr test demo bench
 
 help:
 	@echo "make demo      serve a tiny Quicksviewer on CPU and ask it about a generated video"
 	@echo "make test      setup + apply + the whole test suite"
 	@echo "make setup     create/refresh $(VENV) from $(REQUIREMENTS)"
+	@echo "make pins      re-resolve $(REQUIREMENTS:.txt=.in) into the exact pins of $(REQUIREMENTS)"
 	@echo "make apply     build $(BUILD): pinned SGLang + patches/ + overlay/ + patches/cpu/"
 	@echo "make export    write patches/ and overlay/ back from $(BUILD)"
 	@echo "make port PIN=0.5.23 PATCH=<entry>  port a series entry to that release"
@@ -58,6 +56,11 @@ help:
 
 setup:
 	@$(PYTHON) -m tools setup --venv $(VENV) --requirements $(REQUIREMENTS)
+
+# deliberate: rewrites $(REQUIREMENTS) from pip's resolution of
+# $(REQUIREMENTS:.txt=.in) (review the diff; the next make setup installs it)
+pins: setup
+	$(VPY) -m tools pins --requirements-in $(REQUIREMENTS:.txt=.in) --requirements $(REQUIREMENTS)
 
 fetch: setup
 	$(VPY) -m tools fetch $(RELEASE)
@@ -93,12 +96,9 @@ pr: apply
 
 test: apply
 	$(VPY) -m pytest $(TESTS) $(PYTEST_ARGS) $(if $(JUNIT),--junitxml=$(JUNIT))
-ifneq ($(strip $(UPSTREAM_TESTS)),)
-	cd $(BUILD) && $(abspath $(VPY)) -m pytest $(UPSTREAM_TESTS) $(PYTEST_ARGS)
-endif
 
 demo: apply
-	$(VPY) -m tools.demo
+	$(VPY) -m tools demo
 
 # --- wheels (docs/gpu.md) ----------------------------------------------------
 # make wheel [WHEEL_FLAGS=--with-cpu-group]   dist/sglang-0.5.17+qsv.N-cp3XX-*.whl
@@ -107,13 +107,13 @@ SM ?= sm90
 WHEEL_FLAGS ?=
 .PHONY: wheel wheelhouse wheelhouse-check
 wheel: apply
-	$(VPY) -m tools.wheel $(TREE) $(WHEEL_FLAGS)
+	$(VPY) -m tools wheel $(TREE) $(WHEEL_FLAGS)
 
 wheelhouse: apply
-	$(VPY) -m tools.wheelhouse build $(TREE) --sm $(SM)
+	$(VPY) -m tools wheelhouse build $(TREE) --sm $(SM)
 
 wheelhouse-check: setup
-	$(VPY) -m tools.wheelhouse check --sm $(SM)
+	$(VPY) -m tools wheelhouse check --sm $(SM)
 
 # --- GPU CI (docs/gpu.md, "The GPU CI") -----------------------------------------
 # make gpu-inputs                 what the GPU host needs: the bundle + gpu_carry/qwen.tiktoken
@@ -122,8 +122,7 @@ wheelhouse-check: setup
 # make gpu-record RUN=<dir>       a fetched $OUT -> docs/gpu-runs/<date>/ + its gpu-runs.md entry
 .PHONY: gpu-inputs gpu-baseline gpu-record
 gpu-inputs: wheelhouse
-	mkdir -p gpu_carry
-	$(VPY) -c "import shutil; from tools.checkpoints.tokenizer import fetch_qwen_ranks; print(shutil.copy(fetch_qwen_ranks(), 'gpu_carry/'))"
+	$(VPY) -m tools tokenizer --ranks-only --out gpu_carry
 
 gpu-baseline: setup
 	$(if $(RUN),,$(error give RUN=<recorded run directory>, e.g. RUN=docs/gpu-runs/2026-12-01))
@@ -137,7 +136,7 @@ gpu-record: setup
 # without arguments: the tiny checkpoint on CPU (a smoke run; GPU numbers come
 # from ci/gpu/run.sh bench, see docs/performance.md)
 bench: apply
-	$(VPY) -m tools.demo --prepare-only
+	$(VPY) -m tools demo --prepare-only
 	$(VPY) benchmarks/bench_quicksviewer.py $(or $(BENCH_ARGS),--model build/demo/quicksviewer-tiny --reference build/demo/quicksviewer-tiny-original --video build/demo/demo.mp4 --dtype float32 --out build/bench.json)
 
 # --- Video-MME and the video serving benchmark (docs/eval.md) ------------------
@@ -163,7 +162,7 @@ bench-serving: setup
 # make tiny OUT=<dir> [SEED=0] [DTYPE=bf16]
 .PHONY: convert tiny
 convert: setup
-	$(VPY) -m tools.checkpoints.convert $(SRC) $(DST) $(if $(VISION_TOWER),--vision-tower $(VISION_TOWER))
+	$(VPY) -m tools convert $(SRC) $(DST) $(if $(VISION_TOWER),--vision-tower $(VISION_TOWER))
 
 tiny: setup
-	$(VPY) -m tools.checkpoints.tiny --out $(OUT) --seed $(or $(SEED),0) --dtype $(or $(DTYPE),bf16)
+	$(VPY) -m tools tiny --out $(OUT) --seed $(or $(SEED),0) --dtype $(or $(DTYPE),bf16)

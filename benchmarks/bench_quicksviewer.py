@@ -71,12 +71,11 @@ def sglang_components(args) -> dict:
     from sglang.srt.managers.io_struct import GenerateReqInput
     from sglang.srt.models.quicksviewer import QuicksviewerForCausalLM
     from sglang.srt.multimodal.processors.quicksviewer import QuicksviewerProcessor
-    from sglang.srt.runtime_context import publish
     from sglang.srt.server_args import ServerArgs
     from sglang.srt.utils.network import get_free_port
     from transformers import AutoTokenizer
 
-    from tests.helpers.sglang_encoder import weights
+    from tools.sglang_inprocess import publish_as_scheduler, weights
 
     server_args = ServerArgs(
         model_path=args.model,
@@ -86,7 +85,7 @@ def sglang_components(args) -> dict:
         # in-process: the frames stay a tensor (no CUDA IPC proxy)
         mm_feature_transport="cpu",
     )
-    publish(server_args, role="scheduler")
+    publish_as_scheduler(server_args)
     init_distributed_environment(
         backend="nccl" if args.device == "cuda" else "gloo",
         world_size=1,
@@ -236,7 +235,7 @@ def throughput_videos(args) -> list[str]:
     """BATCH distinct copies of the first video's length (no cache sharing)."""
     import cv2
 
-    from tests.videos import write_video
+    from tools.media import write_video
 
     cap = cv2.VideoCapture(args.video[0])
     fps = cap.get(cv2.CAP_PROP_FPS)

@@ -6,7 +6,7 @@
 Times, per clip and decoder (SGLang's loader = decord here, and OpenCV), one
 sequential reader as the processor used it (``open_video(...).read``) against
 ``decode_video(..., workers=N)``, and checks that the frames are identical. Without
-a clip it writes an mp4v clip with tests/videos.py. On a host without SGLang (the GPU
+a clip it writes an mp4v clip with tools/media.py. On a host without SGLang (the GPU
 host has OpenCV and NumPy only) it loads the module from overlay/ with a stand-in for
 ``sglang.srt.utils.common`` whose loader raises ImportError, i.e. OpenCV alone
 (QSV_BENCH_OPENCV_ONLY=1 forces that here).
@@ -97,7 +97,7 @@ def main():
 
     clips = [Path(c) for c in args.clip]
     if not clips:
-        from tests.videos import write_video
+        from tools.media import write_video
 
         width, height = map(int, args.size.split("x"))
         path = Path(tempfile.gettempdir()) / (

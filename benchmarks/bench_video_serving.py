@@ -19,7 +19,7 @@ inter-token latency (ITL: the gap between streamed chunks), in ms; then the same
 video kind.
 
 Videos: ``--video-spec SECONDS:WIDTHxHEIGHT@FPS`` (repeatable; the requests cycle
-through the specs) generates seeded synthetic clips (tests/videos.py, kept in
+through the specs) generates seeded synthetic clips (tools/media.py, kept in
 ``--video-dir``), ``--distinct-videos`` of them (default: one per request, so no
 request hits the server's frame, visual or prefix cache; 1 measures the cached
 path); or ``--video FILE_OR_FOLDER`` (repeatable) uses given videos. A warm-up
@@ -48,10 +48,11 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # first: this repository's benchmarks/ and tests/
+sys.path.insert(0, str(REPO))  # first: this repository's benchmarks/ and tools/
 
 from benchmarks import chat_client, original_h200  # noqa: E402
 from benchmarks.chat_client import ChatResult, chat_stream, user_turn  # noqa: E402
+from tools.server import launch  # noqa: E402
 
 QUESTION = "What is happening in the video?"
 WARMUP_SEED_OFFSET = 100_000
@@ -87,7 +88,7 @@ WARMUP_SPEC = VideoSpec(10, 320, 240, 10)  # the warm-up before --video files
 
 
 def _write_clip(spec: VideoSpec, seed: int, path: Path) -> None:
-    from tests.videos import write_video
+    from tools.media import write_video
 
     tmp = path.with_name(path.stem + ".tmp.mp4")
     write_video(tmp, spec.seconds, spec.fps, spec.width, spec.height, seed=seed)
@@ -481,16 +482,18 @@ def main(argv=None) -> int:
     if bool(args.model) == bool(args.url):
         parser.error("give exactly one of --model and --url")
     clips = workload(args)  # before the server starts: it needs the host's cores
-    proc = None
     if args.model:
-        proc, args.url = chat_client.launch(
-            args.model, args.port, args.server_arg, Path(args.log), args.start_timeout
-        )
-    try:
+        with launch(
+            args.model,
+            args.server_arg,
+            Path(args.log),
+            args.port,
+            start_timeout=args.start_timeout,
+        ) as server:
+            args.url = server.url
+            result = bench(args, *clips)
+    else:
         result = bench(args, *clips)
-    finally:
-        if proc is not None:
-            chat_client.stop(proc)
     print(report(result))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -36,10 +36,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # first: this repository's benchmarks/ and tests/
+sys.path.insert(0, str(REPO))  # first: this repository's benchmarks/ and tools/
 
 from benchmarks import chat_client, original_h200  # noqa: E402
-from benchmarks.chat_client import stop, user_turn  # noqa: E402
+from benchmarks.chat_client import user_turn  # noqa: E402
+from tools import server as tools_server  # noqa: E402
+from tools.server import Server  # noqa: E402
 
 QUESTION = "What is happening in the video?"
 FOLLOW_UP = "What happens at the end?"
@@ -49,17 +51,16 @@ ORIGINAL_H200_TTFT_S = original_h200.TTFT_S
 TIMING = re.compile(r"qsv-timing (\{.*\})")
 
 
-def launch(args) -> tuple:
-    log_path = Path(args.log or "bench_video_ttft.server.log")
-    proc, url = chat_client.launch(
+def launch(args) -> Server:
+    """The server of ``--model`` (``args.port``, ``args.server_arg``), healthy."""
+    return tools_server.launch(
         args.model,
-        args.port,
         ["--enable-cache-report", *args.server_arg],
-        log_path,
-        args.start_timeout,
+        Path(args.log or "bench_video_ttft.server.log"),
+        args.port,
         env={"SGLANG_QSV_TIMING": "1"},
+        start_timeout=args.start_timeout,
     )
-    return proc, url, log_path
 
 
 @contextlib.contextmanager
@@ -69,11 +70,8 @@ def served(args, log_path: Path | None = None):
     if not args.model:
         yield args.url, log_path
         return
-    proc, url, log_path = launch(args)
-    try:
-        yield url, log_path
-    finally:
-        stop(proc)
+    with launch(args) as server:
+        yield server.url, server.log
 
 
 def chat_stream(url: str, messages: list, max_tokens: int, **extra) -> dict:

@@ -8,20 +8,15 @@
 * ``user_turn`` / ``video_part``: a user message with a local ``video_url`` part,
   optionally with the per-request frame sampling (``fps``, ``max_frames``; patch
   0008).
-* ``launch`` / ``stop``: ``python -m sglang.launch_server`` in its own process
-  group, waited for on ``/health``.
+* starting and stopping ``python -m sglang.launch_server``: ``tools.server``
+  (``launch`` returns a ``Server``; ``server.stop()``).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import requests
 
@@ -158,57 +153,3 @@ def served_model(url: str) -> str | None:
         return data[0]["id"] if data else None
     except (requests.RequestException, ValueError, KeyError):
         return None
-
-
-def launch(
-    model: str,
-    port: int,
-    server_args: list[str],
-    log_path: Path,
-    start_timeout: float = 900,
-    env: dict | None = None,
-) -> tuple[subprocess.Popen, str]:
-    """Start ``python -m sglang.launch_server`` and wait for ``/health``."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "sglang.launch_server",
-        "--model-path",
-        model,
-        "--port",
-        str(port),
-        *server_args,
-    ]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ, **(env or {})),
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + start_timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited ({proc.returncode}); see {log_path}")
-        try:
-            if requests.get(f"{url}/health", timeout=2).ok:
-                return proc, url
-        except requests.RequestException:
-            pass
-        time.sleep(1)
-    stop(proc)
-    raise RuntimeError(f"server not ready after {start_timeout} s; see {log_path}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the server's process group, SIGKILL what is left after 60 s."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(60)
-    except ProcessLookupError:
-        pass

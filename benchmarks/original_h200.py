@@ -3,7 +3,7 @@
 Measured with the original code's ``cli.py`` path (``load_video`` then
 ``LlavaQwenForCausalLM.chat()``), medians of 2-3 runs after a warm-up, one request
 at a time, everything re-run on every turn: ../shared/reference/visual-path-facts.md
-section 1 (2026-12-01). Clips: the project's synthetic mp4v clips (tests/videos.py).
+section 1 (2026-12-01). Clips: the project's synthetic mp4v clips (tools/media.py).
 """
 
 # time to first token with frame extraction, (low, high) in seconds

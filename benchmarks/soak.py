@@ -11,7 +11,9 @@ request the client drops after its first chunk. Loopback only. Afterwards:
 
 * the server answers /health and a good request;
 * every good request got the greedy tokens it gets when it runs alone (measured
-  first, one at a time);
+  first, one at a time); with ``--token-check report`` (bf16 on a GPU, where a
+  result depends on the batch it ran in) the differences are only counted, and
+  every good request must still be a 200 with as many tokens;
 * every bad request got a 4xx (never a 5xx, a hang or a dropped connection);
 * the server's resident memory (the process tree of ``--server-pid``) is back
   within ``--memory-margin`` of its value after the warm-up.
@@ -61,7 +63,7 @@ def _generate(media: str, tokens: int, **data) -> dict:
 def write_media(directory: Path) -> dict[str, Path]:
     from PIL import Image
 
-    from tests.videos import write_video
+    from tools.media import write_video
 
     directory.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -196,6 +198,7 @@ def run(
     server_pid: int | None = None,
     memory_margin: float = 0.25,
     seed: int = 0,
+    token_check: str = "exact",
 ) -> dict:
     alone = {}
     for case in cases:  # the expected answers, and the warm-up
@@ -226,7 +229,7 @@ def run(
         list(pool.map(client_loop, schedule))
     wall = time.perf_counter() - started
 
-    failures = []
+    failures, mismatches = [], []
     by_kind: dict[str, list[float]] = {}
     for case, result in results:
         by_kind.setdefault(case.kind, []).append(result.get("seconds") or 0.0)
@@ -234,8 +237,12 @@ def run(
         if case.kind == "good":
             if status != 200:
                 failures.append(f"{case.name}: HTTP {status} {result.get('body', '')}")
+            elif len(result["output_ids"]) != len(alone[case.name]):
+                failures.append(f"{case.name}: a different number of tokens")
             elif result["output_ids"] != alone[case.name]:
-                failures.append(f"{case.name}: tokens differ from the lone run")
+                mismatches.append(case.name)
+                if token_check == "exact":
+                    failures.append(f"{case.name}: tokens differ from the lone run")
         elif case.kind == "bad":
             if status is None or not 400 <= status < 500:
                 failures.append(f"{case.name}: expected a 4xx, got {status}")
@@ -258,6 +265,10 @@ def run(
         },
         "failures": failures[:50],
         "failure_count": len(failures),
+        # good answers whose greedy tokens differ from the lone run's: a failure
+        # with --token-check exact, counted only with report (bf16 on a GPU)
+        "token_check": token_check,
+        "token_mismatches": len(mismatches),
     }
     if server_pid:
         rss = process_tree_rss(server_pid)
@@ -285,6 +296,15 @@ def main(argv=None) -> int:
     parser.add_argument("--memory-margin", type=float, default=0.25)
     parser.add_argument("--media-dir", type=Path, default=Path("/tmp/qsv-soak"))
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--token-check",
+        choices=("exact", "report"),
+        default="exact",
+        help="exact: a good answer must have the lone run's greedy tokens (batch-"
+        "invariant numerics: fp32 on CPU); report: count the differences only "
+        "(bf16 kernels whose results depend on the batch, without "
+        "--enable-deterministic-inference)",
+    )
     args = parser.parse_args(argv)
     cases = build_cases(write_media(args.media_dir), args.tokens)
     report = run(
@@ -294,6 +314,7 @@ def main(argv=None) -> int:
         args.rounds,
         args.server_pid,
         args.memory_margin,
+        token_check=args.token_check,
     )
     print(f"{'kind':<8} {'count':>6} {'max s':>8}")
     for kind, row in report["by_kind"].items():

@@ -45,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # first: this repository's benchmarks/ and tests/
+sys.path.insert(0, str(REPO))  # first: this repository's benchmarks/
 
 from benchmarks.chat_client import chat_stream, served_model, user_turn  # noqa: E402
 

@@ -4,44 +4,36 @@ Loads an ORIGINAL-format checkpoint (``model_type: quicksviewer_qwen``, or
 ``quicksviewer_llama`` for the Llama-3.1 variant) and follows
 the op order of the original inference path (llava_arch.py, cubing_momentum.py,
 resampler_3d.py, siglip_encoder_custom.py) so that, given the same kernels, the
-intermediate tensors are the original's:
+intermediate tensors are the original's.
+
+The algorithm (vision tower, cubing, resampler, prompt layout) is described once,
+in the docstring of the SGLang model,
+overlay/python/sglang/srt/models/quicksviewer.py. What this oracle does its own way:
 
 Vision tower
   transformers' ``SiglipVisionModel`` (SDPA attention like the original's default),
-  all layers, output of the last encoder layer BEFORE ``post_layernorm`` (the
-  original's ``hidden_states[-1]``; the MAP head is never used and not loaded), then
-  27 x 27 -> 24 x 24 bilinear (align_corners=False) in fp32 and back to the model
-  dtype, tokens row-major. ``mm_vision_select_layer`` is ignored like in the original.
-  All frames of a video go through the tower in one batch.
+  the original's ``hidden_states[-1]`` (the MAP head is never used and not loaded);
+  ``mm_vision_select_layer`` is ignored like in the original.
 
 Cubing (``cube_boundaries``)
-  momentum ``m_1 = v_1 - v_0``, ``m_i = 0.8 * (v_i - v_{i-1}) + (1 - 0.8) * m_{i-1}`` in
-  the model dtype with the eager op order; ``agg_frame_fn`` per token, mean over tokens,
-  ``proj_fn`` -> logits z (N-1, 2); k = max(round(N / 5) - 1, 1);
-  y = softmax(z / 0.5)[..., 1] in the model dtype (the Gumbel noise is multiplied by
-  ``lr_gumbel = 0`` at inference). Top-k TIE-BREAKING: the original runs
-  ``torch.topk`` on CUDA, which returns the lowest indices among equal values; CPU
-  topk does not. We select "highest value first, then lowest index" explicitly with a
-  stable descending sort, so the result is the original's on any device.
-  Straight-through ``z_hard = (onehot - y) + y`` with frame 0 forced to 1; cubes start
-  at every non-zero. Thumbnail: ``sum_i video_i * z_hard_i / z_hard.sum().item()``,
-  ``AvgPool2d((9, 1))`` over consecutive token groups, ``Linear``. The division by the
-  Python float is done as CUDA does it for a CPU scalar divisor: multiplication by
-  the fp32 reciprocal (CPU kernels divide), again to match the original's numbers.
+  ``agg_frame_fn`` and ``proj_fn`` under the original's names; the Gumbel noise is
+  multiplied by ``lr_gumbel = 0`` at inference. CPU topk breaks ties differently from
+  CUDA's, so "highest value first, then lowest index" is explicit (``select_topk``).
+  The thumbnail's division by the Python float ``z_hard.sum().item()`` is done as
+  CUDA does it for a CPU scalar divisor: multiplication by the fp32 reciprocal (CPU
+  kernels divide).
 
 Resampler (``Resampler3D``)
-  64 learned queries, ``kv_proj`` (no bias) -> ``ln_kv``; keys = values + 3D sin-cos
-  position (ABSOLUTE frame index of the sampled video, row, col; images use t = 0);
   ``nn.MultiheadAttention`` called exactly like the original (seq-first, default
   ``need_weights=True``, all-false ``key_padding_mask``) so PyTorch takes the explicit
-  (non-SDPA) path; ``ln_post`` then ``@ proj``. The fp32 table is computed on the CPU
-  with the original formula and shapes and regrown when a cube ends past it.
+  (non-SDPA) path. The original's 3D fp32 table itself, computed on the CPU with the
+  original formula and shapes and regrown when a cube ends past it.
 
 LLM
   transformers' ``Qwen2ForCausalLM`` or ``LlamaForCausalLM`` (SDPA; the original
-  used flash-attention 2 on GPU) with the checkpoint's language-model weights. The projector is the identity. Each -200
-  sentinel becomes the 64 rows of its visual block; greedy decoding stops at
-  ``tokenizer.eos_token_id`` like ``chat()``.
+  used flash-attention 2 on GPU) with the checkpoint's language-model weights. The
+  projector is the identity. Each -200 sentinel becomes the 64 rows of its visual
+  block; greedy decoding stops at ``tokenizer.eos_token_id`` like ``chat()``.
 """
 
 from __future__ import annotations

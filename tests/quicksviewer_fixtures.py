@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers.sglang_outputs import (  # noqa: F401 (re-exported)
+from tools.media import STANDARD_VIDEOS, standard_video
+from tools.sglang_outputs import (  # noqa: F401 (re-exported)
     as_reported,
     reported_input_ids,
 )
-from tests.videos import STANDARD_VIDEOS, standard_video
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 QUESTION = "What is happening in the video?"
@@ -117,13 +117,16 @@ class Engines:
         self.checkpoints = checkpoints
         self.engines = {}
 
-    def __call__(self, dtype: str):
-        if dtype not in self.engines:
+    def __call__(self, dtype: str, **overrides):
+        """The engine for ``dtype``; ``overrides`` (server arguments) get their own."""
+        key = (dtype, tuple(sorted(overrides.items())))
+        if key not in self.engines:
             import sglang
 
             path = self.checkpoints.converted(dtype)
-            self.engines[dtype] = sglang.Engine(**engine_kwargs(path, dtype))
-        return self.engines[dtype]
+            kwargs = {**engine_kwargs(path, dtype), **overrides}
+            self.engines[key] = sglang.Engine(**kwargs)
+        return self.engines[key]
 
     def shutdown(self):
         for engine in self.engines.values():

@@ -33,7 +33,7 @@ from benchmarks.videomme import (
 )
 from tests.helpers.http_server import start_server
 from tests.quicksviewer_fixtures import PROJECT_ROOT
-from tests.videos import write_video
+from tools.media import write_video
 
 RUN_TIMEOUT_S = 300
 

@@ -18,6 +18,7 @@ from qsv_reference.constants import MARKERS
 from tools.checkpoints import convert as conv
 from tools.checkpoints import tiny
 from tools.checkpoints import tokenizer as tok
+from tools.cli import main as tools_main
 
 # Qwen2/Qwen2.5 ids that do not depend on our conversion (they are the tiktoken ranks).
 KNOWN_IDS = {
@@ -320,7 +321,7 @@ def test_tiny_checkpoint_is_deterministic_per_seed(tmp_path, tiny_ckpt):
 
 def test_tiny_cli_rejects_unknown_dtype(capsys):
     with pytest.raises(SystemExit):
-        tiny.main(["--out", "/nonexistent", "--dtype", "fp8"])
+        tools_main(["tiny", "--out", "/nonexistent", "--dtype", "fp8"])
     assert "invalid choice" in capsys.readouterr().err
 
 
@@ -444,7 +445,8 @@ def test_convert_cli_rejects_a_non_checkpoint(tmp_path):
         [
             sys.executable,
             "-m",
-            "tools.checkpoints.convert",
+            "tools",
+            "convert",
             str(src),
             str(tmp_path / "o"),
         ],
@@ -481,7 +483,7 @@ def test_convert_errors(tmp_path, tiny_ckpt, converted, capsys, case, message):
         extra = ["--vision-tower", str(tmp_path / "nowhere")]
     elif case == "inside_src":
         src, dst = tiny_ckpt, tiny_ckpt / "converted"
-    assert conv.main([str(src), str(dst), *extra]) == 2
+    assert tools_main(["convert", str(src), str(dst), *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
     assert not (tiny_ckpt / "converted").exists()
@@ -510,7 +512,7 @@ def test_missing_tower_is_derived_from_the_weights(tmp_path, tiny_ckpt, capsys):
     _set_config(src, mm_vision_tower="/data/models/siglip-so400m-patch14-384")
     tower_config = json.loads((tiny_ckpt / "siglip-tiny" / "config.json").read_text())
 
-    assert conv.main([str(src), str(tmp_path / "derived")]) == 0
+    assert tools_main(["convert", str(src), str(tmp_path / "derived")]) == 0
     out = capsys.readouterr().out
     assert "not found" in out and "num_attention_heads=1" in out
     assert "so400m" in out
@@ -527,7 +529,7 @@ def test_missing_tower_is_derived_from_the_weights(tmp_path, tiny_ckpt, capsys):
     assert preprocessor == conv.so400m_preprocessor(384)
 
     flag = ["--vision-tower", str(tiny_ckpt / "siglip-tiny")]
-    assert conv.main([str(src), str(tmp_path / "flag"), *flag]) == 0
+    assert tools_main(["convert", str(src), str(tmp_path / "flag"), *flag]) == 0
     with_flag = json.loads((tmp_path / "flag" / "config.json").read_text())
     assert with_flag["vision_config"]["num_attention_heads"] == 2
     assert with_flag["quicksviewer_conversion"]["vision_config_source"] == "directory"

@@ -1,10 +1,13 @@
-"""examples/video_qa_client.py against the real HTTP server on CPU.
+"""examples/video_qa_client.py and examples/video_timeline.py against the real HTTP
+server on CPU.
 
 One ``python -m sglang.launch_server`` on the converted fp32 tiny checkpoint (the
 demo's recipe, plus ``--enable-cache-report``), local media allowed from this
-module's video directory only. The example runs as a user would run it, in a
+module's video directory only. The examples run as a user would run them, in a
 subprocess: a streamed answer about a local video, then a follow-up turn that sends
-the conversation again and reuses the video (radix cache, visual cache, frame cache).
+the conversation again and reuses the video (radix cache, visual cache, frame cache);
+a video's event timeline (segmentation only), whose cubes are the reference's, and
+the timelines of two videos with the answer to a question.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import pytest
 
 from tests.helpers.http_server import start_server
 from tests.quicksviewer_fixtures import PROJECT_ROOT
-from tests.videos import STANDARD_VIDEOS, write_video
+from tools.media import STANDARD_VIDEOS, write_video
 
 EXAMPLE = PROJECT_ROOT / "examples" / "video_qa_client.py"
 RUN_TIMEOUT_S = 300
@@ -110,3 +113,89 @@ def test_example_reports_a_bad_video_with_exit_status_1(server, media):
     assert "neither an existing file" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert server.proc.poll() is None  # still serving
+
+
+TIMELINE = PROJECT_ROOT / "examples" / "video_timeline.py"
+
+
+def run_timeline(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(TIMELINE), *map(str, args)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+
+
+def reference_cubes(references, path) -> tuple[list[float], list[tuple[int, int]]]:
+    """The reference's frame timestamps and cube bounds (right-open) of a video."""
+    run = references.video("fp32", path)
+    return [float(t) for t in run.frames.timestamps], list(run.cube_bounds)
+
+
+def test_timeline_example_prints_the_reference_cubes(
+    server, media, references, tmp_path
+):
+    video = write_video(media / "events.mp4", 20, 10.0, 48, 32, seed=5)
+    timestamps, bounds = reference_cubes(references, video)
+    assert len(bounds) >= 3
+    out = tmp_path / "timeline.json"
+    proc = run_timeline(
+        "--base-url", server.url + "/v1", "--video", video, "--json", out
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr + server.log_tail()
+    result = json.loads(out.read_text())
+    assert result["answer"] is None  # segmentation only: max_tokens 0
+    (segments,) = result["segments"]
+    assert segments["timestamps"] == timestamps
+    assert [(c["start_frame"], c["end_frame"]) for c in segments["cubes"]] == bounds
+    assert [(c["start_s"], c["end_s"]) for c in segments["cubes"]] == [
+        (timestamps[s], timestamps[e - 1]) for s, e in bounds
+    ]
+    lines = proc.stdout.splitlines()
+    assert f"{len(timestamps)} frames sampled" in lines[0]
+    assert lines[0].endswith(f"{len(bounds)} events")
+    assert len(lines) == 1 + len(bounds)
+    for line, (start, end) in zip(lines[1:], bounds):
+        assert f"frames {start}-{end - 1} ({end - start} frame" in line, line
+    assert "ANSWER" not in proc.stdout
+
+
+def test_timeline_example_with_a_question_and_two_videos(
+    server, media, references, tmp_path
+):
+    first = write_video(media / "first.mp4", 12, 10.0, 48, 32, seed=6)
+    second = write_video(media / "second.mp4", 9, 10.0, 48, 32, seed=7)
+    out = tmp_path / "timeline.json"
+    proc = run_timeline(
+        "--base-url",
+        server.url + "/v1",
+        "--video",
+        first,
+        "--video",
+        second,
+        "--question",
+        "What changes?",
+        "--max-tokens",
+        4,
+        "--json",
+        out,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr + server.log_tail()
+    result = json.loads(out.read_text())
+    for segments, video in zip(result["segments"], (first, second), strict=True):
+        timestamps, bounds = reference_cubes(references, video)
+        assert segments["timestamps"] == timestamps
+        got = [(c["start_frame"], c["end_frame"]) for c in segments["cubes"]]
+        assert got == bounds
+    assert result["answer"]  # the answer of the same request
+    assert f"ANSWER: {result['answer']}" in proc.stdout
+    assert proc.stdout.count("events") == 2
+
+
+def test_timeline_example_reports_a_bad_video_with_exit_status_1(server, media):
+    proc = run_timeline("--base-url", server.url + "/v1", "--video", media / "none.mp4")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "error: the server answered 400" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,17 +1,21 @@
 """The GPU CI gates (ci/gpu/gates.py) on the JSON of recorded GPU runs.
 
-The runs are built from copies of docs/gpu-runs/ (the H200 run of 2026-12-01, the
-H100 runs of 2026-11-27), changed by each test where it needs a failure. The limits
-the tests expect are computed here from the margins the docs state (docs/gpu.md:
-time to first token 15% or 0.05 s, follow-up turn 25% or 0.03 s, decode 5%), not
-by the code under test. The last test runs ci/gpu/run.sh itself, with stand-in
-stage scripts and a stand-in bundle, in a copy of ci/gpu/.
+The runs are built from copies of docs/gpu-runs/ (the H200 CI run of 2026-12-01
+session 3, which has every file of the CI's stages; the H200 runs of 2026-12-01
+before it; the H100 runs of 2026-11-27), changed by each test where it needs a
+failure. The limits the tests expect are computed here from the margins the docs
+state (docs/gpu.md: time to first token 15% or 0.05 s, follow-up turn 25% or
+0.03 s, decode 5%, concurrent throughput 10%, the concurrent median time to first
+token 15% or 50 ms), not by the code under test. The last tests run ci/gpu/run.sh
+itself, with stand-in stage scripts and a stand-in bundle, in a copy of ci/gpu/.
 """
 
+import ast
 import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,9 +27,22 @@ import pytest
 from conftest import PROJECT_ROOT
 
 GATES_PY = PROJECT_ROOT / "ci" / "gpu" / "gates.py"
+S3 = PROJECT_ROOT / "docs" / "gpu-runs" / "2026-12-01-s3"
 H200 = PROJECT_ROOT / "docs" / "gpu-runs" / "2026-12-01"
 H100 = PROJECT_ROOT / "docs" / "gpu-runs" / "2026-11-27"
 H200_BASELINE = PROJECT_ROOT / "ci" / "gpu" / "baseline-h200.json"
+# what the CI runs (the task of issue 15, docs/gpu.md section 6), in two parts
+CI_PART_1 = ["install", "make_checkpoint", "parity", "image_stages"]
+CI_PART_2 = ["server", "serving"]
+SERVING_FILES = ["ttft", "stall", "decode", "serving-bench", "soak", "serving"]
+NEW_METRICS = [
+    "decode_tok_s_short_bs1",
+    "decode_tok_s_short_bs8",
+    "decode_tok_s_long_bs1",
+    "decode_tok_s_long_bs8",
+    "serving_requests_per_s",
+    "serving_median_ttft_ms",
+]
 
 
 def _load(name, path):
@@ -54,32 +71,28 @@ def edit(run, stem, change):
 
 
 def recorded_h200_run(run: Path) -> Path:
-    """A complete H200 run from the recorded JSON.
+    """A complete, passing H200 run from the recorded JSON.
 
-    parity, checkpoint and visual_path: 2026-12-01 as recorded. server.json: the
-    H100 clean-bundle run (the 2026-12-01 session did not run the server stage; the
-    file names no GPU). ttft.json: the benchmark's own output of 2026-12-01, per
-    clip from the run whose warm-up used another clip (the baseline's sources).
-    install.json: what ci/gpu/install.py writes, with 2026-12-01's imports.json.
+    Every file of the CI's stages, and stages.json: the CI run of 2026-12-01
+    session 3 (docs/gpu-runs/2026-12-01-s3/), changed where that run fails against
+    the committed baseline (its recorded gates: the soak, two TTFT figures):
+
+    * ttft.json: the benchmark's own output of 2026-12-01, per clip from the run
+      whose values the baseline holds (s3's 720p and follow-up turn are over the
+      margin);
+    * soak.json without its 11 greedy-token mismatches under batching (bf16 batch
+      variance, docs/gpu-runs.md); serving.json and stages.json accordingly record
+      the soak and the serving stage as passed.
+
+    visual_path.json: the 2026-12-01 visual-path run (a stage outside the CI,
+    checked when its file is there).
     """
     run.mkdir(parents=True)
-    for stem in ("parity", "checkpoint", "visual_path"):
-        shutil.copy(H200 / f"{stem}.json", run)
-    shutil.copy(H100 / "clean-bundle" / "server.json", run)
-    imports = read(H200 / "imports.json")
-    write(
-        run / "install.json",
-        {
-            "device": "NVIDIA H200",
-            "gpu_count": 1,
-            "sglang_version": "0.5.17+qsv.7",
-            "sglang_from_site": True,
-            "imports": {"problems": imports["problems"], "missing": imports["missing"]},
-            "torch": "2.11.0+cu130",
-            "python": "3.12.3",
-            "cpu_count": 16,
-        },
-    )
+    for stage in CI_PART_1 + CI_PART_2:
+        for stem in gates.STAGES[stage].files:
+            shutil.copy(S3 / f"{stem}.json", run)
+    shutil.copy(S3 / "stages.json", run)
+    shutil.copy(H200 / "visual_path.json", run)
     ttft60 = read(H200 / "ttft60.json")
     frame_cache = read(H200 / "ttft_frame_cache.json")
     ttft = read(H200 / "ttft.json")
@@ -92,6 +105,9 @@ def recorded_h200_run(run: Path) -> Path:
             "420f_720p": ttft["420f_720p"],
         },
     )
+    edit(run, "soak", lambda d: d.update(failures=[], failure_count=0, ok=True))
+    edit(run, "serving", lambda d: d["benchmarks"]["soak"].update(exit=0))
+    edit(run, "stages", lambda d: d["stages"]["serving"].update(status="ok", exit=0))
     return run
 
 
@@ -149,16 +165,61 @@ def test_the_recorded_h200_run_passes_against_the_committed_baseline(run):
     assert gate["follow_up_420f_s"]["value"] == 0.0587
     for name in ("ttft_60f_s", "ttft_420f_s", "ttft_420f_720p_s", "follow_up_420f_s"):
         assert gate[name]["status"] == "pass"
-    # not yet measured on an H200: null in the baseline, absent here -> not gated
-    for name in ("stall_max_gap_s", "stall_p99_gap_s", "decode_tok_s_batch1"):
-        assert gate[name]["status"] == "not gated"
-    assert gate["stage soak"]["status"] == "pending"
+    for name in ("install_site", "image_stages", "soak"):
+        assert gate[name]["status"] == "pass", gate[name]
+    assert gate["image_stages"]["value"] == "8/8"
+    # measured, null in the baseline -> shown, not gated: the serving stage's figures
+    s3 = {
+        "stall_max_gap_s": read(S3 / "stall.json")["stall_max_gap_s"],
+        "stall_p99_gap_s": read(S3 / "stall.json")["stall_p99_gap_s"],
+        **{
+            f"decode_tok_s_{k}": v["per_stream_tok_s"]
+            for k, v in read(S3 / "decode.json")["decode_tok_s"].items()
+        },
+        "serving_requests_per_s": read(S3 / "serving-bench.json")["metrics"][
+            "request_throughput"
+        ],
+        "serving_median_ttft_ms": read(S3 / "serving-bench.json")["metrics"][
+            "median_ttft_ms"
+        ],
+    }
+    assert set(s3) == {"stall_max_gap_s", "stall_p99_gap_s", *NEW_METRICS}
+    for name, value in s3.items():
+        assert gate[name]["status"] == "not gated", gate[name]
+        assert gate[name]["message"] == "baseline null"
+        assert gate[name]["value"] == round(value, 4)
+    assert gate["decode_tok_s_long_bs1"]["value"] == 154.6
+    assert gate["serving_median_ttft_ms"]["unit"] == "ms"
+    # nothing pending; the bench stage is not in the CI and its file is not here
+    assert report["counts"]["pending"] == 0
+    assert not {"decode_tok_s_batch1", "concurrent_requests_per_s"} & set(gate)
+    assert not [g for g in gate if g.startswith("stage ")]  # every stage passed
     # the markdown block: a docs/gpu-runs.md entry
     md = (run / "gates.md").read_text()
     assert md.startswith("## ") and "NVIDIA H200 (one card), GPU CI gates" in md
     assert "against `ci/gpu/baseline-h200.json`: **pass**" in md
     assert "| ttft_420f_s |" in md and "| 1.74 s |" in md
     assert "<= 2 s (15% or 0.05 s)" in md
+
+
+def test_the_s3_run_as_recorded_fails_where_its_recorded_gates_did(tmp_path):
+    """docs/gpu-runs/2026-12-01-s3/ as it is: the soak (and with it the serving
+    stage, which exits 1) and the two TTFT figures over the margin."""
+    run = tmp_path / "s3"
+    shutil.copytree(S3, run)
+    rc, report, _ = check(run)
+    assert rc == 1
+    assert failed(report) == {
+        "stage serving",
+        "soak",
+        "ttft_420f_720p_s",
+        "follow_up_420f_s",
+    }
+    recorded = read(S3 / "gates.json")  # gates.py of that day: no serving stage yet
+    assert {f.split(":")[0] for f in recorded["failures"]} == failed(report) - {
+        "stage serving"
+    }
+    assert "stage serving failed (exit 1; see serving.log)" in report["failures"][0]
 
 
 # ---------------------------------------------------------------------- parity
@@ -271,6 +332,94 @@ def test_higher_is_better_for_decode_speed(run, tmp_path):
     )
 
 
+def baseline_with(tmp_path, **values):
+    """The committed H200 baseline with some metrics given a value."""
+    baseline = read(H200_BASELINE)
+    for name, value in values.items():
+        baseline["metrics"][name]["value"] = value
+    path = tmp_path / "baseline-values.json"
+    write(path, baseline)
+    return path
+
+
+def set_decode(key):
+    def change(run, value):
+        edit(
+            run,
+            "decode",
+            lambda d: d["decode_tok_s"][key].update(per_stream_tok_s=value),
+        )
+
+    return change
+
+
+def set_serving(key):
+    def change(run, value):
+        edit(run, "serving-bench", lambda d: d["metrics"].update({key: value}))
+
+    return change
+
+
+# metric, how to set its measured value, baseline, the limit from the stated margin,
+# which side of the limit fails
+NEW_METRIC_CASES = [
+    # decode: higher is better, 5% (no absolute floor)
+    ("decode_tok_s_short_bs1", set_decode("short_bs1"), 223.4, 223.4 * 0.95, "below"),
+    ("decode_tok_s_short_bs8", set_decode("short_bs8"), 220.6, 220.6 * 0.95, "below"),
+    ("decode_tok_s_long_bs1", set_decode("long_bs1"), 182.0, 182.0 * 0.95, "below"),
+    ("decode_tok_s_long_bs8", set_decode("long_bs8"), 178.0, 178.0 * 0.95, "below"),
+    # 8 concurrent videos: higher is better, 10%
+    (
+        "serving_requests_per_s",
+        set_serving("request_throughput"),
+        3.3761,
+        3.3761 * 0.90,
+        "below",
+    ),
+    # their median time to first token: lower is better, 15% or 50 ms
+    (
+        "serving_median_ttft_ms",
+        set_serving("median_ttft_ms"),
+        1588.478,
+        1588.478 * 1.15,
+        "above",
+    ),
+    # (15% of 200 ms is less than 50 ms: the absolute floor)
+    (
+        "serving_median_ttft_ms",
+        set_serving("median_ttft_ms"),
+        200.0,
+        200.0 + 50,
+        "above",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "name, change, baseline, limit, fails",
+    NEW_METRIC_CASES,
+    ids=[f"{c[0]}-{c[2]:g}" for c in NEW_METRIC_CASES],
+)
+def test_a_serving_metric_just_over_the_margin_fails_just_under_passes(
+    run, tmp_path, name, change, baseline, limit, fails
+):
+    path = baseline_with(tmp_path, **{name: baseline})
+    step = 0.01 if fails == "below" else -0.01  # towards the good side
+    change(run, round(limit - step, 4))  # just over the margin
+    rc, report, _ = check(run, "--baseline", path)
+    assert rc == 1 and failed(report) == {name}
+    gate = by_gate(report)[name]
+    assert gate["limit"] == pytest.approx(limit, abs=1e-4)
+    (failure,) = report["failures"]
+    assert failure.startswith(f"{name}: regression: ")
+    assert f"allowed (baseline {baseline:g} " in failure
+
+    change(run, round(limit + step, 4))  # just under
+    rc, report, _ = check(run, "--baseline", path)
+    assert rc == 0, report["failures"]
+    assert by_gate(report)[name]["status"] == "pass"
+
+
 # -------------------------------------------------------------- missing stages
 def test_a_missing_benchmark_stage_fails_its_gated_metrics(run):
     (run / "ttft.json").unlink()
@@ -283,6 +432,79 @@ def test_a_missing_benchmark_stage_fails_its_gated_metrics(run):
         "follow_up_420f_s",
     }
     assert all("missing: no ttft.json" in f for f in report["failures"])
+
+
+def test_a_missing_serving_file_fails_only_the_metrics_with_a_baseline_value(
+    run, tmp_path
+):
+    (run / "decode.json").unlink()
+    rc, report, _ = check(run)  # the committed baseline: decode is null
+    assert rc == 0
+    for name in NEW_METRICS[:4]:
+        gate = by_gate(report)[name]
+        assert gate["status"] == "not gated"
+        assert gate["message"] == "not measured (no decode.json)"
+
+    path = baseline_with(tmp_path, decode_tok_s_short_bs1=223.4)
+    rc, report, _ = check(run, "--baseline", path)
+    assert rc == 1 and failed(report) == {"decode_tok_s_short_bs1"}
+    assert report["failures"] == ["decode_tok_s_short_bs1: missing: no decode.json"]
+    # the other figures of the stage are unaffected
+    assert by_gate(report)["serving_requests_per_s"]["status"] == "not gated"
+    assert by_gate(report)["serving_requests_per_s"]["value"] == 3.3761
+
+
+def test_the_serving_stage_cannot_lack_its_soak(run):
+    (run / "soak.json").unlink()
+    rc, report, _ = check(run)
+    assert rc == 1 and failed(report) == {"stage serving"}
+    (failure,) = report["failures"]
+    assert failure.startswith("stage serving: missing: no soak.json (only ttft.json")
+
+
+def test_a_soak_failure_fails_the_run(run):
+    """soak.json of the s3 run as recorded: 11 greedy answers differ under load."""
+    shutil.copy(S3 / "soak.json", run)
+    rc, report, _ = check(run)
+    assert rc == 1 and failed(report) == {"soak"}
+    assert report["failures"] == ["soak: soak.json: ok is False"]
+    # as run.sh records it: the soak exits 1, so the serving stage failed too
+    gates.note(run, stage="serving", status="FAILED", seconds=371, exit_code=1)
+    rc, report, _ = check(run)
+    assert failed(report) == {"soak", "stage serving"}
+
+
+def test_image_stages_must_be_bit_identical(run):
+    def differ(data):
+        data["stages"]["two"]["tower"].update(identical=False, bf16_ulps_of_max=2.0)
+
+    edit(run, "image_stages", differ)
+    rc, report, _ = check(run)
+    assert rc == 1 and failed(report) == {"image_stages"}
+    (failure,) = report["failures"]
+    assert failure == (
+        "image_stages: image_stages.json: not bit-identical to the reference: "
+        "two.tower (2 bf16 ulps of its largest value)"
+    )
+    assert by_gate(report)["image_stages"]["value"] == "7/8"
+    # the language model's text may part (bf16 near-ties): not a gate
+    edit(
+        run,
+        "image_stages",
+        lambda d: d["stages"]["two"]["tower"].update(identical=True),
+    )
+    edit(run, "image_stages", lambda d: d["llm"]["two"].update(equal_steps=3))
+    rc, _, _ = check(run)
+    assert rc == 0
+    # a case not recorded fails too; no file at all: the stage did not run
+    edit(run, "image_stages", lambda d: d["stages"].pop("one"))
+    rc, report, _ = check(run)
+    assert "one.pixels (not recorded)" in report["failures"][0]
+    (run / "image_stages.json").unlink()
+    rc, report, _ = check(run)
+    assert report["failures"] == [
+        "stage image_stages: missing: no image_stages.json (not run)"
+    ]
 
 
 def test_a_missing_or_failed_exact_stage_fails(run):
@@ -342,7 +564,7 @@ def test_a_baseline_must_list_every_metric(run, tmp_path):
 
 
 def test_another_gpu_model_needs_its_own_baseline(run):
-    for stem in ("install", "parity", "visual_path"):
+    for stem in ("install", "parity", "image_stages", "visual_path"):
         edit(run, stem, lambda d: d.update(device="NVIDIA B200"))
     rc, report, _ = check(run)
     assert rc == 1 and failed(report) == {"baseline"}
@@ -406,7 +628,8 @@ def test_make_gpu_baseline_updates_measured_values_and_keeps_the_rest(run, tmp_p
     out = tmp_path / "baseline-h200.json"
     shutil.copy(H200_BASELINE, out)
     set_ttft(run, "420f_360p", "first", 1.8)
-    gates.note(run, begin=["ci"])
+    (run / "stall.json").unlink()  # not in the run: kept as it was
+    gates.note(run, begin=[*CI_PART_1, *CI_PART_2, "gates"])
     proc = baseline_cli("--run", run, "--out", out)
     assert proc.returncode == 0, proc.stderr
     old, new = read(H200_BASELINE)["metrics"], read(out)["metrics"]
@@ -417,8 +640,46 @@ def test_make_gpu_baseline_updates_measured_values_and_keeps_the_rest(run, tmp_p
         assert new[name]["value"] == old[name]["value"]  # the same figures
     for name in ("stall_max_gap_s", "decode_tok_s_batch1"):
         assert new[name] == old[name]  # not in the run: kept as they were (null)
+    # the serving stage's new figures, null before: taken from the run
+    decode = read(S3 / "decode.json")["decode_tok_s"]
+    bench = read(S3 / "serving-bench.json")["metrics"]
+    assert (
+        new["decode_tok_s_short_bs1"]["value"]
+        == decode["short_bs1"]["per_stream_tok_s"]
+    )
+    assert (
+        new["decode_tok_s_long_bs8"]["value"] == decode["long_bs8"]["per_stream_tok_s"]
+    )
+    assert new["serving_requests_per_s"]["value"] == round(
+        bench["request_throughput"], 4
+    )
+    assert new["serving_median_ttft_ms"]["value"] == round(bench["median_ttft_ms"], 4)
+    assert (
+        "decode.json decode_tok_s.long_bs1.per_stream_tok_s; commit "
+        in new["decode_tok_s_long_bs1"]["source"]
+    )
+    assert "serving-bench.json metrics.median_ttft_ms" in (
+        new["serving_median_ttft_ms"]["source"]
+    )
     changed = [line for line in proc.stdout.splitlines() if " -> " in line]
-    assert len(changed) == 1
+    assert len(changed) == 1 + len(NEW_METRICS)
+    assert "  decode_tok_s_long_bs1: null -> 154.6" in proc.stdout
+    assert "  serving_median_ttft_ms: null -> 1588" in proc.stdout
+    # the new baseline gates the run it came from
+    rc, report, _ = check(run, "--baseline", out)
+    assert rc == 0, report["failures"]
+    for name in NEW_METRICS:
+        assert by_gate(report)[name]["status"] == "pass"
+
+
+def test_make_gpu_baseline_refuses_the_s3_run_as_recorded(tmp_path):
+    """Its soak failed (an exact check): not a baseline, whatever its figures."""
+    out = tmp_path / "b.json"
+    proc = baseline_cli("--run", S3, "--out", out)
+    assert proc.returncode == 2 and not out.exists()
+    assert (
+        "exact checks fail" in proc.stderr and "soak.json: ok is False" in proc.stderr
+    )
 
 
 def test_make_gpu_baseline_refuses_a_broken_run_and_a_cached_first_request(
@@ -438,10 +699,11 @@ def test_make_gpu_baseline_refuses_a_broken_run_and_a_cached_first_request(
 
 # ---------------------------------------------------------------------- record
 def test_record_copies_the_run_and_adds_its_entry_to_gpu_runs_md(run, tmp_path):
-    gates.note(run, begin=["ci"])
-    for stage in ("install", "make_checkpoint", "parity", "server"):
+    (run / "stages.json").unlink()  # run.sh's record of this run alone
+    gates.note(run, begin=[*CI_PART_1, *CI_PART_2, "gates"])
+    for stage in CI_PART_1 + CI_PART_2:
         gates.note(run, stage=stage, status="ok", seconds=30, exit_code=0)
-    gates.note(run, stage="soak", status="absent", seconds=0, exit_code=0)
+    gates.note(run, stage="tp", status="absent", seconds=0, exit_code=0)
     rc, report, _ = check(run)
     assert rc == 0
     docs = tmp_path / "docs"
@@ -459,8 +721,13 @@ def test_record_copies_the_run_and_adds_its_entry_to_gpu_runs_md(run, tmp_path):
     older = text.index("## 2026-12-01: NVIDIA H200 (one card), the visual path")
     assert text.index("## How a run is made") < entry < older
     assert "- Raw results in `docs/gpu-runs/2027-01-02/`" in text
-    assert "bash ci/gpu/run.sh ci" in text
+    # the command as run.sh records `run.sh ci`: expanded
+    assert "bash ci/gpu/run.sh " + " ".join(CI_PART_1 + CI_PART_2) + " gates" in text
     assert "- Stages: install ok in 30 s, make_checkpoint ok in 30 s" in text
+    assert (
+        "image_stages ok in 30 s, server ok in 30 s, serving ok in 30 s, tp absent."
+        in text
+    )
     assert (run / "gates.md").read_text().split("- Raw")[0] in text  # the same block
     assert len(text) > len(before)
     with pytest.raises(gates.GateError, match="exists"):
@@ -470,8 +737,9 @@ def test_record_copies_the_run_and_adds_its_entry_to_gpu_runs_md(run, tmp_path):
 # ------------------------------------------------------- one schema for all files
 def test_the_metric_paths_are_the_benchmarks_output_keys():
     """Each METRICS path exists in the recorded output of the script that writes it
-    (ttft: benchmarks/bench_video_ttft.py; bench: bench_quicksviewer.py), and
-    ci/gpu/ttft.py names its clips as the paths do."""
+    (ttft: benchmarks/bench_video_ttft.py; stall: bench_video_stall.py; decode:
+    bench_decode.py; serving-bench: bench_video_serving.py; bench:
+    bench_quicksviewer.py), and ci/gpu/ttft.py names its clips as the paths do."""
     sys.path.insert(0, str(PROJECT_ROOT / "ci" / "gpu"))
     try:
         ttft_stage = _load("qsv_ttft_stage", PROJECT_ROOT / "ci" / "gpu" / "ttft.py")
@@ -481,39 +749,116 @@ def test_the_metric_paths_are_the_benchmarks_output_keys():
         "ttft": {
             **read(H200 / "ttft.json"),
             **read(H200 / "ttft_frame_cache.json"),
+            **read(S3 / "ttft.json"),
         },
+        "stall": read(S3 / "stall.json"),
+        "decode": read(S3 / "decode.json"),
+        "serving-bench": read(S3 / "serving-bench.json"),
         "bench": read(H100 / "bench.json"),
     }
     for name, metric in gates.METRICS.items():
-        if metric.file in recorded:
-            value = gates.lookup(recorded[metric.file], metric.path)
-            assert isinstance(value, float), name
+        value = gates.lookup(recorded[metric.file], metric.path)
+        assert isinstance(value, float), name
         if metric.file == "ttft":
             assert metric.path[0] in ttft_stage.CLIPS, name
-    assert {gates.FILE_STAGE[m.file] for m in gates.METRICS.values()} <= set(
-        gates.CI_STAGES
-    )
+    # every metric but the bench stage's comes from a stage of the CI
+    stages = {gates.FILE_STAGE[m.file] for m in gates.METRICS.values()}
+    assert stages - set(gates.CI_STAGES) == {"bench"}
+
+
+def test_the_serving_stage_declares_the_files_serving_py_writes():
+    source = (PROJECT_ROOT / "ci" / "gpu" / "serving.py").read_text()
+    written = re.findall(r'OUT / "([\w-]+)\.json"', source)
+    assert sorted(written) == sorted(SERVING_FILES)
+    assert list(gates.STAGES["serving"].files) == SERVING_FILES
+    assert gates.STAGES["serving"].required == ("soak",)
+    for stem in SERVING_FILES:
+        assert gates.FILE_STAGE[stem] == "serving"
+
+
+def test_the_image_cases_are_image_stages_py_sizes():
+    tree = ast.parse((PROJECT_ROOT / "ci" / "gpu" / "image_stages.py").read_text())
+    (sizes,) = [
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and node.targets[0].id == "SIZES"
+    ]
+    assert tuple(ast.literal_eval(sizes)) == gates.IMAGE_CASES
+    recorded = read(S3 / "image_stages.json")["stages"]
+    for case in gates.IMAGE_CASES:
+        assert set(gates.IMAGE_PARTS) <= set(recorded[case]), case
+
+
+def test_the_ci_stages_in_two_parts():
+    def stages(*args):
+        proc = subprocess.run(
+            [sys.executable, str(GATES_PY), "stages", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return proc.returncode, proc.stdout.split()
+
+    assert stages() == (0, CI_PART_1 + CI_PART_2)
+    assert stages("--gates") == (0, CI_PART_1 + CI_PART_2 + ["gates"])
+    assert stages("--part", "1") == (0, CI_PART_1)
+    assert stages("--part", "1", "--gates") == (0, CI_PART_1)  # the gates end part 2
+    assert stages("--part", "2", "--gates") == (0, CI_PART_2 + ["gates"])
+    assert stages("--part", "3")[0] == 2
+    assert list(gates.CI_STAGES) == CI_PART_1 + CI_PART_2
+    for stage in CI_PART_1 + CI_PART_2:
+        assert not gates.STAGES[stage].pending, stage
 
 
 def test_ci_stages_have_a_script_or_are_not_yet_gated():
     """A CI stage without a script is pending, or every baseline leaves its metrics
-    null: the gates can pass on the current code, and no gate waits on nothing."""
+    null: the gates can pass on the current code, and no gate waits on nothing.
+    (Today every CI stage has its script.)"""
     baselines = [read(p) for p in (PROJECT_ROOT / "ci" / "gpu").glob("baseline-*.json")]
     assert baselines
+    missing = []
     for stage in gates.CI_STAGES:
         script = {"bench": "benchmarks/bench_quicksviewer.py"}.get(
             stage, f"ci/gpu/{stage}.py"
         )
         if (PROJECT_ROOT / script).exists():
             continue
+        missing.append(stage)
         if gates.STAGES[stage].pending:
             continue
-        file = gates.STAGES[stage].file
+        files = gates.STAGES[stage].files
         for baseline in baselines:
             for name, metric in gates.METRICS.items():
-                if metric.file == file:
+                if metric.file in files:
                     assert baseline["metrics"][name]["value"] is None, (stage, name)
         assert not gates.STAGES[stage].required, stage
+    assert missing == []
+
+
+def test_a_pending_stage_is_reported_not_failed(run, monkeypatch):
+    """The mechanism for a CI stage whose script is not written yet (none today)."""
+    stage = gates.Stage(("future",), ("future",), pending="no script yet (issue N)")
+    monkeypatch.setitem(gates.STAGES, "future", stage)
+    monkeypatch.setitem(gates.FILE_STAGE, "future", "future")
+    report = gates.check_run(run)
+    assert report["result"] == "pass" and report["counts"]["pending"] == 1
+    assert by_gate(report)["stage future"] == {
+        "gate": "stage future",
+        "status": "pending",
+        "what": "stage future",
+        "message": "no script yet (issue N)",
+    }
+
+
+def test_note_refuses_an_unknown_stage_and_drops_every_file_of_a_stage(run):
+    before = (run / "stages.json").read_text()
+    for begin in (["ttft"], ["soak", "gates"], ["ci"]):
+        with pytest.raises(gates.GateError, match="unknown stage"):
+            gates.note(run, begin=begin)
+    assert (run / "stages.json").read_text() == before
+    gates.note(run, stage="serving", status="running")
+    assert not [p for p in run.glob("*.json") if p.stem in SERVING_FILES]
+    assert (run / "parity.json").exists()
 
 
 def test_the_committed_baselines_load():
@@ -533,10 +878,10 @@ def fake_stage(path: Path, body: str):
     )
 
 
-def test_run_sh_ci_runs_every_stage_then_the_gates(tmp_path):
-    """run.sh ci in a copy of ci/gpu/ with stand-ins for the stage scripts and the
-    bundle: stages run in order, absent scripts are reported, a stale JSON of a
-    stage that runs again is dropped, and the gates decide the exit status."""
+def fake_repo(tmp_path):
+    """A copy of ci/gpu/'s run.sh, setup.sh, gates.py and baseline with stand-ins
+    for the CI's stage scripts (they copy the passing run's files) and the bundle.
+    Returns (repo, the stage scripts' folder, run(*args, out=...))."""
     recorded = recorded_h200_run(tmp_path / "recorded")
     repo = tmp_path / "repo"
     (repo / "ci" / "gpu").mkdir(parents=True)
@@ -563,75 +908,87 @@ def test_run_sh_ci_runs_every_stage_then_the_gates(tmp_path):
         (OUT / 'install.json').write_text(json.dumps(data))
         """,
     )
-    for stage, stem in (("make_checkpoint", "checkpoint"), ("parity", "parity"),
-                        ("server", "server"), ("ttft", "ttft")):  # fmt: skip
-        fake_stage(
-            gpu / f"{stage}.py",
-            f"shutil.copy({str(recorded / f'{stem}.json')!r}, OUT)\n",
+    for stage in ("make_checkpoint", "parity", "image_stages", "server", "serving"):
+        # serving writes its files but decode.json (a stale one must not be gated)
+        stems = [f for f in gates.STAGES[stage].files if f != "decode"]
+        copies = "".join(
+            f"shutil.copy({str(recorded / f'{stem}.json')!r}, OUT)\n" for stem in stems
         )
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "server.json").write_text('{"ok": false}')  # stale, from an earlier run
+        fake_stage(gpu / f"{stage}.py", copies)
     # run.sh and setup.sh call python3: this interpreter
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "python3").symlink_to(sys.executable)
     env = dict(
         os.environ,
-        OUT=str(out),
         QSV_SITE=str(tmp_path / "site"),
         QSV_COMMIT="abc1234",
         PATH=f"{bindir}:{os.environ['PATH']}",
     )
     env.pop("QSV_OVERLAY_DEV", None)
-    proc = subprocess.run(
-        ["bash", "ci/gpu/run.sh", "ci"],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+
+    def run_sh(*args, out):
+        return subprocess.run(
+            ["bash", "ci/gpu/run.sh", *args],
+            cwd=repo,
+            env=dict(env, OUT=str(out)),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    return repo, gpu, run_sh, recorded
+
+
+def test_run_sh_ci_runs_every_stage_then_the_gates(tmp_path):
+    """run.sh ci in a copy of ci/gpu/ with stand-ins for the stage scripts and the
+    bundle: stages run in order, a stale JSON of a stage that runs again is dropped
+    (every file of the stage), and the gates decide the exit status."""
+    repo, gpu, run_sh, recorded = fake_repo(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "server.json").write_text('{"ok": false}')  # stale, from an earlier run
+    (out / "decode.json").write_text("{}")  # stale: the serving stage writes it
+    proc = run_sh("ci", out=out)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     stages = read(out / "stages.json")
-    assert list(stages["stages"]) == list(gates.CI_STAGES)
+    assert list(stages["stages"]) == list(gates.CI_STAGES) == CI_PART_1 + CI_PART_2
     status = {name: entry["status"] for name, entry in stages["stages"].items()}
-    assert status == {
-        "install": "ok",
-        "make_checkpoint": "ok",
-        "parity": "ok",
-        "server": "ok",
-        "soak": "absent",
-        "bench": "absent",
-        "ttft": "ok",
-        "stall": "absent",
-    }
+    assert status == {name: "ok" for name in CI_PART_1 + CI_PART_2}
     (begin,) = stages["runs"]
     assert begin["commit"] == "abc1234"
     assert begin["command"] == "bash ci/gpu/run.sh " + " ".join(gates.CI_STAGES) + (
         " gates"
     )
     assert read(out / "server.json") == read(recorded / "server.json")
+    assert not (out / "decode.json").exists()
     bundle = repo / "dist" / "qsv-wheelhouse-cp312-sm90.tar.xz"
     marker = (tmp_path / "site" / ".qsv-installed").read_text().strip()
     assert marker == hashlib.sha256(bundle.read_bytes()).hexdigest()
     assert "installed" in (out / "setup.log").read_text()
     report = read(out / "gates.json")
     assert report["result"] == "pass" and report["commit"] == "abc1234"
-    assert "soak: absent in 0 s (no ci/gpu/soak.py)" in proc.stdout
+    assert by_gate(report)["decode_tok_s_long_bs1"]["message"] == (
+        "not measured (no decode.json)"
+    )
+    assert "serving: ok in " in proc.stdout
     assert "**pass**" in proc.stdout  # the gates' markdown is printed
-    assert set(read(out / "summary.json")) >= {"parity", "ttft", "gates", "stages"}
+    assert set(read(out / "summary.json")) >= {
+        "parity",
+        "ttft",
+        "soak",
+        "gates",
+        "stages",
+    }
+
+    # a stage whose script is absent (tp, not in the CI, not required) is reported
+    proc = run_sh("tp", "gates", out=out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "tp: absent in 0 s (no ci/gpu/tp.py)" in proc.stdout
 
     # a stage that fails: counted in the exit status, and the gates fail too
     fake_stage(gpu / "parity.py", "sys.exit(3)\n")
-    proc = subprocess.run(
-        ["bash", "ci/gpu/run.sh", "parity", "gates"],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_sh("parity", "gates", out=out)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     stages = read(out / "stages.json")
     assert stages["stages"]["parity"] == {
@@ -644,6 +1001,51 @@ def test_run_sh_ci_runs_every_stage_then_the_gates(tmp_path):
     assert report["failures"] == [
         "stage parity: stage parity failed (exit 3; see parity.log)"
     ]
-    assert len(stages["runs"]) == 2
-    # the bundle was installed once: the second run found the marker of the same bundle
+    assert len(stages["runs"]) == 3
+    # the bundle was installed once: the later runs found the marker of the same bundle
     assert "installed" not in (out / "setup.log").read_text()
+
+
+def test_run_sh_ci_in_two_parts_gates_the_union(tmp_path):
+    """run.sh ci --part 1, then --part 2 with the same $OUT (the device tool's 10
+    minutes a call): stages.json accumulates, the gates at the end of part 2 judge
+    both parts."""
+    _, _, run_sh, _ = fake_repo(tmp_path)
+    out = tmp_path / "out"
+    proc = run_sh("ci", "--part", "1", out=out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not (out / "gates.json").exists()  # part 1 does not gate
+    assert list(read(out / "stages.json")["stages"]) == CI_PART_1
+    proc = run_sh("ci", "--part", "2", out=out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    stages = read(out / "stages.json")
+    assert list(stages["stages"]) == CI_PART_1 + CI_PART_2
+    assert [r["command"] for r in stages["runs"]] == [
+        "bash ci/gpu/run.sh " + " ".join(CI_PART_1),
+        "bash ci/gpu/run.sh " + " ".join(CI_PART_2) + " gates",
+    ]
+    report = read(out / "gates.json")
+    assert report["result"] == "pass", report["failures"]
+    assert {"parity_ids", "image_stages", "server", "soak"} <= {
+        g["gate"] for g in report["gates"] if g["status"] == "pass"
+    }
+    md = (out / "gates.md").read_text()
+    assert "- Commands, one warm machine:" in md
+
+    # part 2 alone in a new $OUT: the gates miss part 1's stages
+    proc = run_sh("ci", "--part", "2", out=tmp_path / "out2")
+    assert proc.returncode == 1
+    report = read(tmp_path / "out2" / "gates.json")
+    assert {f"stage {stage}" for stage in CI_PART_1} <= failed(report)
+
+    # what run.sh refuses before running anything
+    for args, words in (
+        (["ci", "--part", "3"], "invalid choice: 3"),
+        (["ci", "parity"], "unrecognized arguments: parity"),
+        (["ttft", "gates"], "unknown stage ttft"),
+    ):
+        empty = tmp_path / f"refused-{len(args)}-{args[-1]}"
+        proc = run_sh(*args, out=empty)
+        assert proc.returncode == 2, (args, proc.stdout + proc.stderr)
+        assert words in proc.stderr, (args, proc.stderr)
+        assert not (empty / "stages.json").exists()

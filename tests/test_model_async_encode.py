@@ -37,11 +37,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers.http_server import Server, start_server
+from tests.helpers.http_server import Server, reporting, start_server
 from tests.helpers.qsv_failing_encoder.quicksviewer_failing import FAIL_FRAMES
 from tests.quicksviewer_fixtures import PROJECT_ROOT, chatml_prompt
 from tests.test_model_server import chat_payload, generate_payload
-from tests.videos import write_video
+from tools.media import write_video
 
 LONG_FRAMES = 300  # 1 fps sampling of a 300 s clip: 300 frames
 TIMING = re.compile(r"qsv-timing (\{.*\})")
@@ -53,16 +53,8 @@ def launch(model: Path, log: Path, env: dict) -> Server:
 
 @contextlib.contextmanager
 def serving(model: Path, log: Path, env: dict, request):
-    server = launch(model, log, env)
-    failed_before = request.session.testsfailed
-    try:
-        server.wait_ready()
+    with reporting(launch(model, log, env), request, wait=True) as server:
         yield server
-    finally:
-        server.stop()
-        if request.session.testsfailed > failed_before:
-            reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-            reporter.write_line(server.log_tail())
 
 
 def records(server: Server, stage: str) -> list[dict]:

@@ -29,7 +29,7 @@ import pytest
 from tests.quicksviewer_fixtures import PROJECT_ROOT, QUESTION
 
 # the original tokenizer adds the markers in this order on top of Qwen2.5's 151665
-# tokens (reference notes §2.3)
+# tokens (qsv_reference/constants.py, MARKERS)
 MARKER_IDS = {
     "patch_start": 151665,
     "patch_end": 151666,

@@ -1,9 +1,10 @@
 """Images through the real Engine (fp32, CPU) against the reference implementation.
 
-Quicksviewer reads images with "anyres" (reference notes §5): a 384 x 384 base view
-plus the 384 x 384 tiles of the image resized and padded to the best of 7 pinpoints,
-each view one 64-token block between ``<patch_start>``/``<patch_end>``, the image
-between ``<im_start>``/``<im_end>``. Checked here:
+Quicksviewer reads images with "anyres" (qsv_reference/preprocess.py,
+``anyres_views``): a 384 x 384 base view plus the 384 x 384 tiles of the image resized
+and padded to the best of 7 pinpoints, each view one 64-token block between
+``<patch_start>``/``<patch_end>``, the image between ``<im_start>``/``<im_end>``.
+Checked here:
 
 * one image, and two images of different aspect ratios: the Engine's final input ids
   and its 16 greedy tokens equal the reference's;
@@ -35,7 +36,7 @@ NEW_TOKENS = 16
 QUESTION = "What is in the image?"
 TILE = 384
 QUERIES = 64
-# (W, H) candidates of the released model, in the original's order (notes §5)
+# (W, H) candidates of the released model, in the order of its image_grid_pinpoints
 PINPOINTS = [
     (224, 448),
     (224, 672),
@@ -157,7 +158,8 @@ def test_engine_matches_reference(sizes, image_files, engines, references, token
         paths, question, max_new_tokens=NEW_TOKENS
     )
     assert ref.views_per_image == [expected_views(*size) for size in sizes]
-    # the original prompt: "<image>\n" per image, then the question (notes §5)
+    # the original prompt: "<image>\n" per image, then the question
+    # (qsv_reference/preprocess.py, image_user_message)
     assert ref.prompt.startswith("<|im_start|>user\n<im_start><patch_start>")
     assert ref.prompt.endswith(
         f"<im_end>\n{question}<|im_end|>\n<|im_start|>assistant\n"

@@ -23,7 +23,7 @@ from PIL import Image
 
 from tests.helpers.http_server import start_server
 from tests.quicksviewer_fixtures import chatml_prompt
-from tests.videos import write_video
+from tools.media import write_video
 
 LIMITS = {
     "SGLANG_QSV_MAX_VIDEO_MB": "1",

@@ -23,7 +23,7 @@ from tests.quicksviewer_fixtures import (
     reported_input_ids,
     run_script,
 )
-from tests.videos import STANDARD_VIDEOS
+from tools.media import STANDARD_VIDEOS
 
 VIDEOS = sorted(STANDARD_VIDEOS)
 NEW_TOKENS = 16
@@ -116,6 +116,36 @@ def test_engine_matches_reference(dtype, video, engines, references, videos):
         expected = reference_logprobs[token].item()
         tolerance = LOGPROB_ULPS[dtype] * ulp(logits.abs().max().item(), dtype)
         assert abs(logprob - expected) <= tolerance, (token, logprob, expected)
+
+
+def test_chunked_prefill_mixed_with_decode_matches_reference(
+    engines, references, videos
+):
+    """The video's prompt prefilled in chunks of 32 tokens, each chunk batched with
+    another request's decode steps (``--enable-mixed-chunk``, the setting that keeps
+    other streams moving during a long video's prefill): general_mm_embed_routine
+    slices the visual embeddings per chunk, so the prompt ids and the greedy tokens
+    are still the reference's."""
+    video = "12s_30fps"
+    ref = references.video("fp32", videos[video])
+    engine = engines("fp32", chunked_prefill_size=32, enable_mixed_chunk=True)
+    text, out = engine.generate(
+        prompt=[chatml_prompt("", "Count to twenty."), chatml_prompt("<video>\n")],
+        video_data=[None, [str(videos[video])]],
+        sampling_params=[
+            {"temperature": 0, "max_new_tokens": 24, "ignore_eos": True},
+            {"temperature": 0, "max_new_tokens": NEW_TOKENS},
+        ],
+        return_logprob=True,
+        logprob_start_len=0,
+    )
+    vocab_size = len(references.model("fp32").tokenizer)
+    assert len(ref.expanded_input_ids) > 4 * 32
+    assert reported_input_ids(out["meta_info"]) == as_reported(
+        ref.expanded_input_ids, vocab_size
+    )
+    assert out["output_ids"] == ref.tokens[:NEW_TOKENS]
+    assert len(text["output_ids"]) == 24
 
 
 def test_visual_token_count_follows_the_cube_formula(encoder_outputs):

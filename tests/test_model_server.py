@@ -32,8 +32,8 @@ from tests.quicksviewer_fixtures import (
     chatml_prompt,
     reported_input_ids,
 )
-from tests.helpers.http_server import start_server
-from tests.videos import STANDARD_VIDEOS, write_video
+from tests.helpers.http_server import reporting, start_server
+from tools.media import STANDARD_VIDEOS, write_video
 
 NEW_TOKENS = 16
 VIDEO = "12s_30fps"
@@ -43,17 +43,8 @@ IMAGE_TOKEN_INDEX = -200  # the reference's visual sentinel
 @pytest.fixture(scope="module")
 def server(checkpoints, tmp_path_factory, request):
     log = tmp_path_factory.mktemp("server") / "server.log"
-    srv = start_server(checkpoints.converted("fp32"), log)
-    failed_before = request.session.testsfailed
-    try:
+    with reporting(start_server(checkpoints.converted("fp32"), log), request) as srv:
         yield srv
-    finally:
-        srv.stop()
-        if request.session.testsfailed > failed_before:
-            # straight to the terminal: captured output of a passing last test
-            # would not be shown
-            reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-            reporter.write_line(srv.log_tail())
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
 """Unit facts of the SGLang Quicksviewer model that parity depends on."""
 
+import pytest
 import torch
-from sglang.srt.models.quicksviewer import QuicksviewerCubing, QuicksviewerPosEmbed3D
+from sglang.srt.configs.quicksviewer import num_cube_boundaries
+from sglang.srt.models.quicksviewer import QuicksviewerPosEmbed3D, select_cubes
 
 
 def original_3d_table(embed_dim, size):
@@ -37,15 +39,13 @@ def test_position_table_is_bitwise_the_original():
 def test_boundary_count_formula():
     expected = {2: 1, 7: 1, 8: 1, 12: 1, 13: 2, 60: 11, 420: 83}
     for frames, k in expected.items():
-        assert QuicksviewerCubing.num_boundaries(frames) == k
+        assert num_cube_boundaries(frames) == k
 
 
 def test_ties_go_to_the_lowest_frame_like_cuda_topk():
-    cubing = QuicksviewerCubing.__new__(QuicksviewerCubing)  # no weights needed
-    cubing.frames_per_cube = 5
     scores = torch.tensor([0.5, 0.9, 0.9, 0.1, 0.9, 0.9, 0.2], dtype=torch.bfloat16)
     # 13 frames -> k = 2 boundaries among the 4 tied 0.9 scores
-    weights = cubing.select(scores, num_frames=13)
+    weights = select_cubes(scores, num_frames=13, frames_per_cube=5)
     starts = torch.nonzero(weights).flatten().tolist()
     assert starts == [0, 2, 3]  # frame 0 forced, then frames 1+1 and 1+2
     assert weights[0].item() == 1.0
@@ -82,3 +82,19 @@ def test_visual_cache_size_from_the_environment(monkeypatch):
     assert disabled.get("a") is None
     monkeypatch.setenv("SGLANG_QSV_VISUAL_CACHE_MB", "1.5")
     assert QuicksviewerVisualCache.from_env().capacity == 3 * 2**19
+
+
+def test_encoder_sm_count():
+    """SGLANG_QSV_ENCODER_SMS: auto gives the encoder half the SMs,
+    rounded to the green contexts' granularity of 8; all: no green context."""
+    from sglang.srt.models.quicksviewer import encoder_sm_count
+
+    assert encoder_sm_count("auto", 132) == 64  # H200: half, to a multiple of 8
+    assert encoder_sm_count("auto", 144) == 72
+    assert encoder_sm_count("auto", 20) == 8
+    assert encoder_sm_count("auto", 14) is None  # too small to split
+    assert encoder_sm_count(" ALL ", 132) is None
+    assert encoder_sm_count("64", 132) == 64
+    for bad in ("7", "132", "many", ""):
+        with pytest.raises(ValueError, match="SGLANG_QSV_ENCODER_SMS"):
+            encoder_sm_count(bad, 132)

@@ -30,8 +30,8 @@ import torch
 from PIL import Image
 
 from tests.helpers.http_server import start_server
-from tests.helpers.sglang_outputs import as_reported, reported_input_ids
 from tests.quicksviewer_fixtures import QUESTION, engine_kwargs, run_script
+from tools.sglang_outputs import as_reported, reported_input_ids
 
 NEW_TOKENS = 12
 IMAGE_QUESTION = "What is in the image?"

@@ -4,7 +4,7 @@ The original decodes with OpenCV (``opencv_extract_frames_fps``). SGLang's proce
 decodes with SGLang's own loader (decord on this host, torchcodec where installed),
 falls back to OpenCV where neither is importable, and falls back to OpenCV when decord
 opens a stream but cannot batch-decode it. For the standard test videos (mp4 files
-written by tests/videos.py and decoded for real) this module checks that
+written by tools/media.py and decoded for real) this module checks that
 
 * the frame indices are the original formula's, computed here from the reference
   notes (1 frame at the middle of every second, at most 420 by uniform sub-sampling
@@ -33,7 +33,7 @@ import torch
 
 from tests.quicksviewer_fixtures import PROJECT_ROOT
 from tests.helpers.pixels import processor_pixels
-from tests.videos import STANDARD_VIDEOS
+from tools.media import STANDARD_VIDEOS
 
 VIDEOS = sorted(STANDARD_VIDEOS)
 # decord 0.6.0 fails on this one ("DECORDArrayCopyFromTo: The size must exactly
@@ -45,7 +45,8 @@ SUBPROCESS_TIMEOUT_S = 180
 def original_frame_indices(
     source_fps: float, frame_count: int, fps: float = 1, num_frames: int = 420
 ) -> list[int]:
-    """``opencv_extract_frames_fps`` (quicksviewer-inference.md §2.1), written out."""
+    """The original's ``opencv_extract_frames_fps``, written out again (the reference's
+    is qsv_reference/video.py, ``sample_frame_indices``)."""
     fps = min(fps, source_fps)
     candidates = [
         int(i + ii * source_fps / fps + source_fps / fps / 2)
@@ -156,7 +157,7 @@ def test_sample_frame_indices_follow_the_original_formula(case):
 
 
 def test_index_formula_facts():
-    """Hand-checked values (reference notes §2.1), so the formula above is right."""
+    """Values checked by hand, so the formula above is right."""
     # 30 fps: the middle of every second
     assert original_frame_indices(30.0, 360) == [15 + 30 * s for s in range(12)]
     # 29.97 fps: int(i + 14.985) = i + 14, one per round(29.97) = 30 frames

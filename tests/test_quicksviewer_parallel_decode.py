@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 from tests.test_model_video_decoding import assert_same_frames, frames_of
-from tests.videos import write_video
+from tools.media import write_video
 
 WORKERS = (1, 2, 5)
 TIMEOUT_S = 120

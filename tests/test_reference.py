@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from videos import STANDARD_VIDEOS, standard_video, write_video
 
 from qsv_reference import preprocess as pre
 from qsv_reference.checkpoint import CheckpointError
@@ -27,6 +26,7 @@ from qsv_reference.model import (
 )
 from qsv_reference.video import VideoReadError, extract_frames
 from tools.checkpoints.tiny import make_tiny_checkpoint
+from tools.media import STANDARD_VIDEOS, standard_video, write_video
 
 SENTINEL = -200
 QUESTION = "What is happening in the video?"

@@ -30,5 +30,6 @@ def test_soak_short(checkpoints, tmp_path):
         )
         assert report["requests"] == 32 * len(cases)
         assert report["ok"], f"{report}{server.log_tail()}"
+        assert report["token_check"] == "exact" and report["token_mismatches"] == 0
     finally:
         server.stop()

@@ -415,7 +415,7 @@ def test_an_unpinned_release_is_refused(workspace):
 
 
 def test_the_default_build_dir_follows_the_release():
-    from tools.__main__ import _paths, build_parser
+    from tools.cli import _paths, build_parser
 
     default = _paths(build_parser().parse_args(["check"]))
     assert default.build == PROJECT_ROOT / "build" / "sglang"

@@ -3,7 +3,7 @@
 overlay/test/registered/vlm/test_quicksviewer.py is the test that goes upstream with
 the model (it starts its own Engine and writes its own videos). Here it runs from
 the tree under test (build/sglang, or build/sglang-<release> with make test
-PIN=...), as ``make test`` would with UPSTREAM_TESTS, on the converted fp32 tiny
+PIN=...), as upstream's CI runs it from its checkout, on the converted fp32 tiny
 checkpoint, in a subprocess of its own (its own process group, killed on timeout).
 """
 
@@ -18,6 +18,7 @@ import sys
 from conftest import BUILD_TREE
 
 from tests.quicksviewer_fixtures import PROJECT_ROOT
+
 UPSTREAM_TEST = "test/registered/vlm/test_quicksviewer.py"
 TIMEOUT_S = 420
 

@@ -1,4 +1,4 @@
-"""``make wheel`` (tools.wheel): the patched SGLang wheel.
+"""``make wheel`` (tools/wheel.py): the patched SGLang wheel.
 
 Builds a private patched tree from the project's patches/ and overlay/ (about 6 s),
 then the cp311 wheel from it, and checks the wheel byte by byte against the tree and
@@ -30,7 +30,7 @@ TAG = "cp311"
 
 def wheel_tool(*args, check=True):
     proc = subprocess.run(
-        [sys.executable, "-m", "tools.wheel", *map(str, args)],
+        [sys.executable, "-m", "tools", "wheel", *map(str, args)],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

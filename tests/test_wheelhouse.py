@@ -1,4 +1,4 @@
-"""``make wheelhouse`` (tools.wheelhouse): the offline GPU bundle.
+"""``make wheelhouse`` (tools/gpu_bundle/): the offline GPU bundle.
 
 Default suite (fast, no download): the lock is consistent and agrees with sglang's
 own pins; the cached downloads (build/cache/wheelhouse, if any) match their sha256;
@@ -29,17 +29,10 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.version import Version
 
+from tools.gpu_bundle.bundle import check_bundle, default_bundle, repack
+from tools.gpu_bundle.lock import FILES_DIR, load_lock, lock_problems, normalize
 from tools.pin import fetch_wheel, load_pin, sha256_file
 from tools.wheel import check_record, read_members, write_wheel
-from tools.wheelhouse import (
-    FILES_DIR,
-    check_bundle,
-    default_bundle,
-    load_lock,
-    lock_problems,
-    normalize,
-    repack,
-)
 
 LOCK = load_lock()
 WHEEL_CACHE = CACHE_DIR / "wheelhouse"
@@ -56,7 +49,7 @@ MODULE_DIST = {
     "zmq": "pyzmq",
     "sklearn": "scikit-learn",
 }
-# runtime-hosts.md §2: what a GPU host needs beyond its preinstalled packages
+# what a GPU host needs beyond its preinstalled packages (docs/gpu.md, section 2)
 DOCUMENTED = (
     "sglang-kernel flashinfer-python xgrammar apache-tvm-ffi transformers tokenizers "
     "pydantic pydantic-core annotated-types typing-inspection fastapi starlette "
@@ -399,7 +392,15 @@ def test_full_build_install_and_import(tmp_path_factory):
     tree = tmp_path_factory.mktemp("whtree") / "sglang"
     run_tools("apply", "--build-dir", tree, "--cache-dir", CACHE_DIR, check=True)
     proc = subprocess.run(
-        [sys.executable, "-m", "tools.wheelhouse", "build", "--build-dir", str(tree)],
+        [
+            sys.executable,
+            "-m",
+            "tools",
+            "wheelhouse",
+            "build",
+            "--build-dir",
+            str(tree),
+        ],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

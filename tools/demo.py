@@ -1,7 +1,7 @@
 """The main job on an embedded default: serve a tiny Quicksviewer on CPU and ask
 it about a generated video through the OpenAI-compatible HTTP server.
 
-    python -m tools.demo [--workdir build/demo] [--question "..."]
+    python -m tools demo [--workdir build/demo] [--question "..."] [--prepare-only]
 
 It builds a seeded tiny checkpoint in the original format, converts it, writes
 a 12 s mp4, starts ``python -m sglang.launch_server`` from the patched tree
@@ -12,48 +12,17 @@ The weights are random, so the answer is gibberish; the layout is the real one.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tools import PROJECT_ROOT
+from tools.server import Server, ServerError, cpu_server_command, free_port
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_server_command(model: Path, port: int, dtype: str = "float32") -> list[str]:
-    """``python -m sglang.launch_server`` on CPU, the README's recipe (the demo's,
-    and the tests' server)."""
-    return [
-        sys.executable,
-        "-m",
-        "sglang.launch_server",
-        "--model-path",
-        str(model),
-        "--device",
-        "cpu",
-        "--attention-backend",
-        "torch_native",
-        "--mm-attention-backend",
-        "sdpa",
-        "--dtype",
-        dtype,
-        "--max-total-tokens",
-        "16384",
-        "--port",
-        str(port),
-    ]
+DEFAULT_WORKDIR = PROJECT_ROOT / "build" / "demo"
+DEFAULT_QUESTION = "What is happening in the video?"
 
 
 def post(url: str, payload: dict, timeout: float = 300) -> dict:
@@ -66,58 +35,45 @@ def post(url: str, payload: dict, timeout: float = 300) -> dict:
         return json.loads(response.read())
 
 
-def main(argv: list[str] | None = None) -> int:
-    from tests.videos import write_video
+def prepare(workdir: Path) -> tuple[Path, Path]:
+    """The converted tiny checkpoint and the demo video in ``workdir`` (kept)."""
     from tools.checkpoints.convert import convert_checkpoint
     from tools.checkpoints.tiny import make_tiny_checkpoint
+    from tools.media import write_video
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", type=Path, default=REPO / "build" / "demo")
-    parser.add_argument("--question", default="What is happening in the video?")
-    parser.add_argument(
-        "--prepare-only", action="store_true", help="only write the files"
-    )
-    args = parser.parse_args(argv)
-
-    original = args.workdir / "quicksviewer-tiny-original"
-    converted = args.workdir / "quicksviewer-tiny"
-    video = args.workdir / "demo.mp4"
+    original = workdir / "quicksviewer-tiny-original"
+    converted = workdir / "quicksviewer-tiny"
+    video = workdir / "demo.mp4"
     if not (original / "config.json").exists():
         make_tiny_checkpoint(original, seed=0, dtype="fp32")
     convert_checkpoint(original, converted, log=lambda line: None)
     if not video.exists():
         write_video(video, seconds=12, fps=30.0, width=320, height=240, seed=0)
-    if args.prepare_only:
-        return 0
+    return converted, video
 
+
+def demo(
+    workdir: Path = DEFAULT_WORKDIR,
+    question: str = DEFAULT_QUESTION,
+    prepare_only: bool = False,
+) -> None:
+    converted, video = prepare(workdir)
+    if prepare_only:
+        return
     port = free_port()
-    log_path = args.workdir / "server.log"
     command = cpu_server_command(converted, port)
     # local media only from the demo's own directory (docs/design.md)
-    env = dict(os.environ, SGLANG_QSV_ALLOWED_LOCAL_MEDIA_PATH=str(args.workdir))
-    print(f"$ SGLANG_QSV_ALLOWED_LOCAL_MEDIA_PATH={args.workdir}", end=" ")
+    env = {"SGLANG_QSV_ALLOWED_LOCAL_MEDIA_PATH": str(workdir)}
+    print(f"$ SGLANG_QSV_ALLOWED_LOCAL_MEDIA_PATH={workdir}", end=" ")
     print(" ".join(command), flush=True)
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 300
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    print(log_path.read_text()[-3000:], file=sys.stderr)
-                    print("error: the server did not start", file=sys.stderr)
-                    return 1
-                time.sleep(1)
+    with Server(
+        command, port, workdir / "server.log", env, start_timeout=300
+    ) as server:
+        try:
+            server.wait_ready()
+        except ServerError:
+            print(server.log_tail(3000), file=sys.stderr)
+            raise
         payload = {
             "model": "quicksviewer",
             "temperature": 0,
@@ -127,29 +83,17 @@ def main(argv: list[str] | None = None) -> int:
                     "role": "user",
                     "content": [
                         {"type": "video_url", "video_url": {"url": str(video)}},
-                        {"type": "text", "text": args.question},
+                        {"type": "text", "text": question},
                     ],
                 }
             ],
         }
         print("POST /v1/chat/completions", json.dumps(payload, indent=1))
         start = time.time()
-        answer = post(f"{base}/v1/chat/completions", payload)
+        answer = post(f"{server.url}/v1/chat/completions", payload)
         print(
             f"answer in {time.time() - start:.1f} s "
             f"(random weights: expect gibberish):"
         )
         print(json.dumps(answer["choices"][0]["message"], ensure_ascii=False))
         print("usage:", json.dumps(answer["usage"]))
-        return 0
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-
-
-if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
-    sys.exit(main())

@@ -1,17 +1,27 @@
-"""Create or refresh the project's virtual environment (``make setup``).
+"""The project's virtual environment: create or refresh it (``make setup``), and
+re-resolve its pins on purpose (``make pins``).
 
 Standard library only: this runs under the system ``python3.11`` before any
 third-party package is installed.  A stamp file inside the venv records the sha256 of
 the requirements file it was installed from, so a second run is a no-op.
+
+tools/requirements-cpu.txt pins every package exactly (Pillow, NumPy and OpenCV,
+which the preprocessing depends on, included), so a fresh machine gets what CI
+tested. It is written only by ``update_pins``: pip resolves
+tools/requirements-cpu.in (the top-level names, and the pins that are deliberate,
+each with its reason) without installing anything, and the result replaces the file.
 """
 
 import hashlib
+import json
+import re
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
-from tools import PROJECT_ROOT, ToolError
+from tools import ToolError
 
 STAMP_NAME = ".qsv-requirements.sha256"
 
@@ -54,24 +64,67 @@ def setup(venv_dir: Path, requirements: Path) -> bool:
     return True
 
 
-def main(argv=None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m tools.venv", description=__doc__)
-    parser.add_argument("--venv", type=Path, default=PROJECT_ROOT / ".venv")
-    parser.add_argument(
-        "--requirements",
-        type=Path,
-        default=PROJECT_ROOT / "tools" / "requirements-cpu.txt",
-    )
-    args = parser.parse_args(argv)
-    try:
-        setup(args.venv, args.requirements)
-    except ToolError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+PINS_HEADER = """\
+# The CPU environment of the project (make setup), every package pinned exactly, so a
+# fresh machine gets what CI tested. Written by `make pins` (python -m tools pins):
+# pip's resolution of tools/{source} for this interpreter. Do not edit it
+# by hand: change the .in (a name, or a deliberate pin with its reason) and run
+# make pins, then review the diff; the next make setup installs it.
+"""
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+# what the venv brings itself (ensurepip of the interpreter), left out as pip freeze
+# leaves them out: setuptools is torch's dependency, and the venv's satisfies it
+VENV_OWN = {"pip", "setuptools", "wheel", "distribute"}
+
+
+def resolve_pins(requirements_in: Path, python: str = sys.executable) -> list[str]:
+    """``name==version`` of every package pip would install from
+    ``requirements_in`` into an empty environment of ``python`` (nothing is
+    installed: ``pip install --dry-run --ignore-installed --report``)."""
+    with tempfile.TemporaryDirectory(prefix="qsv-pins-") as tmp:
+        report = Path(tmp) / "report.json"
+        cmd = [python, "-m", "pip", "install", "--dry-run", "--ignore-installed"]
+        cmd += ["--quiet", "--disable-pip-version-check", "--report", str(report)]
+        cmd += ["-r", str(requirements_in)]
+        print("pins: " + " ".join(cmd), flush=True)
+        if subprocess.run(cmd).returncode != 0:
+            raise ToolError(f"pip could not resolve {requirements_in}")
+        installs = json.loads(report.read_text())["install"]
+    pins = {
+        f"{i['metadata']['name']}=={i['metadata']['version']}"
+        for i in installs
+        if i["metadata"]["name"].lower() not in VENV_OWN
+    }
+    return sorted(pins, key=str.lower)  # pip freeze's order
+
+
+def update_pins(requirements_in: Path, requirements: Path) -> list[str]:
+    """Rewrite ``requirements`` from ``resolve_pins``; print and return the changes."""
+    if not requirements_in.is_file():
+        raise ToolError(f"requirements file not found: {requirements_in}")
+    pins = resolve_pins(requirements_in)
+    old = []
+    if requirements.is_file():
+        old = [
+            line.strip()
+            for line in requirements.read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        ]
+
+    def versions(lines):  # normalized name -> version
+        return {
+            re.sub(r"[-_.]+", "-", n).lower(): v
+            for n, v in (p.split("==") for p in lines)
+        }
+
+    before, after = versions(old), versions(pins)
+    changes = [
+        f"{name}: {before.get(name, '-')} -> {after.get(name, '-')}"
+        for name in sorted(before.keys() | after.keys())
+        if before.get(name) != after.get(name)
+    ]
+    header = PINS_HEADER.format(source=requirements_in.name)
+    requirements.write_text(header + "".join(f"{p}\n" for p in pins))
+    print("\n".join(changes) if changes else "pins: no version changed")
+    return changes

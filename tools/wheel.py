@@ -1,6 +1,6 @@
 """``make wheel``: one patched SGLang wheel per CPython tag, from the patched tree.
 
-    python -m tools.wheel [--tag cp311 --tag cp312] [--with-cpu-group] [--out-dir dist]
+    python -m tools wheel [--tag cp311 --tag cp312] [--with-cpu-group] [--out-dir dist]
 
 Each wheel is the released, hash-checked SGLang wheel of that tag (pin.toml, cached
 under build/cache by tools.pin) with the Python files that the patched tree changes
@@ -24,7 +24,6 @@ dependencies as stock sglang 0.5.17; CPU hosts install it with ``--no-deps`` nex
 tools/requirements-cpu.txt (docs/gpu.md).
 """
 
-import argparse
 import base64
 import csv
 import hashlib
@@ -33,7 +32,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 import zipfile
@@ -475,53 +473,3 @@ def build_wheels(
         )
         built.append(target)
     return built
-
-
-def main(argv=None) -> int:
-    from tools.__main__ import _add_path_options, _paths
-
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.wheel",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _add_path_options(parser)
-    parser.add_argument(
-        "--tag",
-        action="append",
-        dest="tags",
-        help="CPython tag from pin.toml (repeatable; default: every pinned tag)",
-    )
-    parser.add_argument("--out-dir", type=Path, default=PROJECT_ROOT / "dist")
-    parser.add_argument(
-        "--with-cpu-group",
-        action="store_true",
-        help="build from qsv/cpu (series + overlay + CPU enablement) for CPU hosts; "
-        "the default qsv/upstream is what GPU hosts and upstream get",
-    )
-    parser.add_argument(
-        "--local", default=None, help="override the local version label (qsv.<n>)"
-    )
-    parser.add_argument(
-        "--allow-stale",
-        action="store_true",
-        help="build even if patches/ or overlay/ changed since `make apply`",
-    )
-    args = parser.parse_args(argv)
-    try:
-        build_wheels(
-            _paths(args),
-            tags=args.tags,
-            out_dir=args.out_dir,
-            with_cpu_group=args.with_cpu_group,
-            local=args.local,
-            allow_stale=args.allow_stale,
-        )
-    except ToolError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,14 +16,13 @@ on PyYAML (already in the environment):
   under ``ci/``, ``.ci/``, ``tools/``, ``benchmarks/``), and so do its ``make``
   targets (in the Makefile).
 
-``python -m tools.workflows [DIR]`` lints DIR (default: the project's workflows).
+``python -m tools workflows [DIR]`` lints DIR (default: the project's workflows).
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-import sys
 from pathlib import Path
 
 from tools import PROJECT_ROOT
@@ -240,17 +239,3 @@ def lint_workflows(directory: Path = WORKFLOWS, root: Path = PROJECT_ROOT):
     for path in files:
         findings += lint_workflow(path, root)
     return files, findings
-
-
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    directory = Path(argv[0]) if argv else WORKFLOWS
-    files, findings = lint_workflows(directory)
-    for finding in findings:
-        print(finding)
-    print(f"workflows: {len(files)} file(s), {len(findings)} finding(s)")
-    return 1 if findings or not files else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

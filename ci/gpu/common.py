@@ -54,7 +54,7 @@ def checkpoint_dirs() -> tuple[Path, Path]:
 
 
 def video(name: str) -> Path:
-    from tests.videos import write_video
+    from tools.media import write_video
 
     seconds, fps, width, height = VIDEOS[name]
     path = WORK / f"{name}.mp4"

@@ -3,25 +3,30 @@
     python3 ci/gpu/gates.py check --run DIR [--baseline FILE] [--only STAGE,...]
     python3 ci/gpu/gates.py baseline --run DIR [--out FILE] [--commit SHA] [--date D]
     python3 ci/gpu/gates.py record --run DIR [--name NAME]
-    python3 ci/gpu/gates.py stages          # the stages `ci/gpu/run.sh ci` runs
+    python3 ci/gpu/gates.py stages [--part N] [--gates]
+                                            # the stages `ci/gpu/run.sh ci` runs
     python3 ci/gpu/gates.py note ...        # run.sh's record of stages (stages.json)
 
 A run directory is ``$OUT`` of ``ci/gpu/run.sh`` or a recorded run
-(``docs/gpu-runs/<date>/``): one ``<file>.json`` per stage (STAGES below) and
-``stages.json``, run.sh's record of which stages ran, how long and with what status
-(absent in runs recorded before it).
+(``docs/gpu-runs/<date>/``): the ``<file>.json`` files its stages write (STAGES
+below; one stage may write several) and ``stages.json``, run.sh's record of which
+stages ran, how long and with what status (absent in runs recorded before it). The
+record accumulates over several calls of run.sh with the same ``$OUT``: the gates
+judge the union (the CI in two calls, CI_PARTS).
 
 Everything the gates read is declared here, in three tables:
 
-* STAGES: stage name (as given to run.sh) -> the JSON file it writes, whether a run
-  without it fails, and, for a stage whose script does not exist yet, why it is
-  pending (not gated until it lands).
+* STAGES: stage name (as given to run.sh) -> the JSON files it writes, which of
+  them a run cannot lack, and, for a stage whose script does not exist yet, why it
+  is pending (not gated until it lands). FILE_STAGE maps each file back to the one
+  stage that writes it.
 * CHECKS: exact-result checks (parity, the server, the install...). They do not
   depend on the GPU model and have no baseline: the first-token log-probability
   tolerance is LOGPROB_TOLERANCE, set from the recorded runs.
 * METRICS: metric name -> (file, key path inside it, which direction is better,
   the allowed regression). A new benchmark plugs in by adding its rows here, its
-  values to the baselines (``make gpu-baseline``), and its stage to CI_STAGES.
+  values to the baselines (``make gpu-baseline``), its file to its stage and the
+  stage to CI_PARTS.
 
 The baseline is per GPU model: ``ci/gpu/baseline-<gpu>.json`` with ``<gpu>`` the
 slug of the device name (``NVIDIA H200`` -> ``h200``). It lists every metric of
@@ -29,7 +34,8 @@ METRICS; a value of null means "not yet gated": the metric is measured and shown
 when present, and neither its absence nor its value fails the run. A metric with a
 baseline value fails when its file or key is missing, when the measurement is not
 what it claims to be (a "first request" served from the cache), or when it is
-worse than the baseline by more than max(rel x baseline, abs).
+worse than the baseline by more than max(rel x baseline, abs). The metrics of a
+stage outside the CI (bench) are gated only in a run that has their file.
 
 Exit status of ``check``: 0 when every gate passes, 1 when one fails, 2 on a usage
 error. It writes ``gates.json`` (every gate, its value, baseline, limit and result)
@@ -64,41 +70,61 @@ SGLANG_VERSION_PREFIX = "0.5.17+qsv"
 
 @dataclass(frozen=True)
 class Stage:
-    file: str  # the JSON it writes: <file>.json
-    required: bool = False  # a run without it fails (its checks are the point)
+    files: tuple  # the JSON files it writes: <file>.json for each
+    required: tuple = ()  # of those, the ones a run cannot lack (their checks are
+    # the point); the others are required through their metrics (a metric with a
+    # baseline value fails without its file)
     pending: Optional[str] = None  # no script yet: why it is not gated
 
 
+def _only(file: str, required: bool = False) -> Stage:
+    """A stage that writes one file."""
+    return Stage((file,), (file,) if required else ())
+
+
 STAGES = {
-    "install": Stage("install", required=True),
-    "make_checkpoint": Stage("checkpoint", required=True),
-    "parity": Stage("parity", required=True),
-    "server": Stage("server", required=True),
-    "soak": Stage(
-        "soak",
-        required=True,
-        pending="no GPU soak yet (issue 10): ci/gpu/soak.py writes soak.json",
+    "install": _only("install", required=True),
+    "make_checkpoint": _only("checkpoint", required=True),
+    "parity": _only("parity", required=True),
+    "image_stages": _only("image_stages", required=True),
+    "server": _only("server", required=True),
+    # ci/gpu/serving.py: one server, then every benchmark of what users feel, in
+    # this order (ttft.json ... soak.json), and serving.json, its own report
+    "serving": Stage(
+        ("ttft", "stall", "decode", "serving-bench", "soak", "serving"),
+        required=("soak",),
     ),
-    # required through their metrics (a metric with a baseline value)
-    "bench": Stage("bench"),
-    "ttft": Stage("ttft"),
-    "stall": Stage("stall"),
-    # run when asked (tp needs 2 GPUs); checked when their JSON is there
-    "visual_path": Stage("visual_path"),
-    "tp": Stage("tp"),
+    # run when asked; checked (and their metrics shown or gated) when their JSON is
+    # there. bench: benchmarks/bench_quicksviewer.py --gpu-suite, SGLang against the
+    # reference in-process; its decode and concurrency figures are superseded in
+    # the CI by serving's decode.json and serving-bench.json (the H100 run of
+    # 2026-11-27 has bench.json). tp needs 2 GPUs.
+    "bench": _only("bench"),
+    "visual_path": _only("visual_path"),
+    "tp": _only("tp"),
 }
-# what .github/workflows/gpu.yml and `ci/gpu/run.sh ci` run, in this order
-CI_STAGES = (
-    "install",
-    "make_checkpoint",
-    "parity",
-    "server",
-    "soak",
-    "bench",
-    "ttft",
-    "stall",
+# what .github/workflows/gpu.yml and `ci/gpu/run.sh ci` run, in this order, in two
+# parts: `run.sh ci --part 1`, then `run.sh ci --part 2` (which ends with the
+# gates) on the same host and $OUT, for a caller whose calls are limited in time
+# (the device tool: 10 minutes a call; about 300 s and 450 s on an H200)
+CI_PARTS = (
+    ("install", "make_checkpoint", "parity", "image_stages"),
+    ("server", "serving"),
 )
-FILE_STAGE = {stage.file: name for name, stage in STAGES.items()}
+CI_STAGES = tuple(stage for part in CI_PARTS for stage in part)
+
+
+def _file_stage() -> dict:
+    owner = {}
+    for name, stage in STAGES.items():
+        for file in stage.files:
+            assert file not in owner, f"{file}.json: stages {owner[file]} and {name}"
+            owner[file] = name
+        assert set(stage.required) <= set(stage.files), name
+    return owner
+
+
+FILE_STAGE = _file_stage()  # file -> the one stage that writes it
 
 MISSING = object()
 
@@ -238,6 +264,36 @@ def _all_true(data):
     )
 
 
+# image_stages.json (ci/gpu/image_stages.py): for each case of its SIZES, the
+# deviation of SGLang's stage from the reference's. These four must be bit-identical
+# in bf16 (they were on the H200, 2026-12-01); the language model's greedy text
+# ("llm") may part at a near-tie of bf16 logits and is recorded, not gated.
+IMAGE_CASES = ("one", "two")  # one image (anyres), two images
+IMAGE_PARTS = ("pixels", "tower", "resampler", "resampler_on_reference_features")
+
+
+def _image_stages(data):
+    stages = data.get("stages")
+    if not isinstance(stages, dict):
+        return False, None, "no key stages"
+    bad, count = [], 0
+    for case in IMAGE_CASES:
+        for part in IMAGE_PARTS:
+            count += 1
+            entry = lookup(stages, (case, part))
+            if not isinstance(entry, dict) or "identical" not in entry:
+                bad.append(f"{case}.{part} (not recorded)")
+            elif entry["identical"] is not True:
+                ulps = entry.get("bf16_ulps_of_max")
+                ulps = f"{ulps:.3g} bf16 ulps" if _number(ulps) else "differs"
+                bad.append(f"{case}.{part} ({ulps} of its largest value)")
+    return (
+        not bad,
+        f"{count - len(bad)}/{count}",
+        f"not bit-identical to the reference: {', '.join(bad)}",
+    )
+
+
 # fmt: off
 CHECKS = [
     Check("install", "install_imports", "every module of the GPU path imports",
@@ -256,6 +312,9 @@ CHECKS = [
     Check("parity", "parity_top1", "same top-1 first token", _top1),
     Check("parity", "parity_repeat", "a repeated request gives the same tokens",
           _flag(("second_run_tokens_equal",))),
+    Check("image_stages", "image_stages", "pixels, SigLIP features and resampler "
+          "output of one and two images bit-identical to the reference (bf16)",
+          _image_stages),
     Check("server", "server", "HTTP server with CUDA graphs: 200, 400 for a corrupt "
           "video, 200 again with the same text", _flag(("ok",))),
     Check("soak", "soak", "soak: server healthy, answers unchanged, every bad "
@@ -295,11 +354,19 @@ class Metric:
         return " or ".join(parts)
 
 
-# ttft.json: ci/gpu/ttft.py (benchmarks/bench_video_ttft.py), clip -> request -> run.
-# bench.json: benchmarks/bench_quicksviewer.py --gpu-suite.
-# stall.json: the stall benchmark (issue 8) writes max_gap_s and p99_gap_s: the largest
-# and the 99th-percentile gap between two tokens of a running stream while the
-# 420-frame 720p clip is admitted.
+# The serving stage's files (ci/gpu/serving.py, one server):
+# ttft.json: benchmarks/bench_video_ttft.py with the clips of ci/gpu/ttft.py, clip ->
+#   request -> run.
+# stall.json: benchmarks/bench_video_stall.py: stall_max_gap_s and stall_p99_gap_s, the
+#   largest and the 99th-percentile gap between two tokens of a running stream while
+#   the 420-frame 720p clip is admitted.
+# decode.json: benchmarks/bench_decode.py: decode_tok_s.<prompt>_bs<batch>: decode
+#   tok/s per stream at batch 1 and 8, after a short text prompt and after the
+#   420-frame video prompt (5,859 tokens).
+# serving-bench.json: benchmarks/bench_video_serving.py: 16 different 60-frame videos,
+#   8 in flight, 64 new tokens; metrics.request_throughput, metrics.median_ttft_ms.
+# Not in the CI: bench.json: benchmarks/bench_quicksviewer.py --gpu-suite (the bench
+#   stage), kept so that the runs that measured it (H100, 2026-11-27) still gate.
 # fmt: off
 METRICS = {
     "ttft_60f_s": Metric(
@@ -320,15 +387,34 @@ METRICS = {
     "stall_p99_gap_s": Metric(
         "stall", ("stall_p99_gap_s",), LOWER, 0.25, 0.005, "s",
         "99th-percentile gap of a running stream while a 420-frame video is admitted"),
+    "decode_tok_s_short_bs1": Metric(
+        "decode", ("decode_tok_s", "short_bs1", "per_stream_tok_s"), HIGHER, 0.05, 0.0,
+        "tok/s", "decode tokens/s, batch 1, after a short text prompt"),
+    "decode_tok_s_short_bs8": Metric(
+        "decode", ("decode_tok_s", "short_bs8", "per_stream_tok_s"), HIGHER, 0.05, 0.0,
+        "tok/s", "decode tokens/s per stream, batch 8, after a short text prompt"),
+    "decode_tok_s_long_bs1": Metric(
+        "decode", ("decode_tok_s", "long_bs1", "per_stream_tok_s"), HIGHER, 0.05, 0.0,
+        "tok/s", "decode tokens/s, batch 1, after the 420-frame video prompt"),
+    "decode_tok_s_long_bs8": Metric(
+        "decode", ("decode_tok_s", "long_bs8", "per_stream_tok_s"), HIGHER, 0.05, 0.0,
+        "tok/s",
+        "decode tokens/s per stream, batch 8, after the 420-frame video prompt"),
+    "serving_requests_per_s": Metric(
+        "serving-bench", ("metrics", "request_throughput"), HIGHER, 0.10, 0.0, "req/s",
+        "8 concurrent different 60-frame videos (16 requests, 64 new tokens each)"),
+    "serving_median_ttft_ms": Metric(
+        "serving-bench", ("metrics", "median_ttft_ms"), LOWER, 0.15, 50.0, "ms",
+        "median time to first token of those 16 requests"),
     "decode_tok_s_batch1": Metric(
         "bench", ("sglang", "decode_tok_s_batch1"), HIGHER, 0.05, 0.0, "tok/s",
-        "decode tokens/s, batch 1, 512-token prompt"),
+        "bench stage: decode tokens/s, batch 1, 512-token prompt"),
     "decode_tok_s_batch8": Metric(
         "bench", ("sglang", "decode_tok_s_batch8"), HIGHER, 0.05, 0.0, "tok/s",
-        "decode tokens/s per request, batch 8"),
+        "bench stage: decode tokens/s per request, batch 8"),
     "concurrent_requests_per_s": Metric(
         "bench", ("sglang", "concurrent_requests_per_s"), HIGHER, 0.10, 0.0, "req/s",
-        "8 concurrent 60-frame video requests, 64 new tokens each"),
+        "bench stage: 8 concurrent 60-frame video requests, 64 new tokens each"),
 }
 # fmt: on
 
@@ -462,7 +548,9 @@ def check_run(
         stage = STAGES[name]
         entry = _stage_status(stages, name) or {}
         status = entry.get("status")
-        present = stage.file in files
+        present = [f for f in stage.files if f in files]
+        invalid = [f for f in present if files[f] is MISSING]
+        lacking = [f for f in stage.required if f not in files]
         gate, what = f"stage {name}", f"stage {name} ran"
         if status == "FAILED":
             add(
@@ -473,13 +561,18 @@ def check_run(
             )
         elif status == "running":
             add(gate, "FAIL", what, f"stage {name} did not finish (killed?)")
-        elif present and files[stage.file] is MISSING:
-            add(gate, "FAIL", what, f"{stage.file}.json is not valid JSON")
+        elif invalid:
+            add(gate, "FAIL", what, _json_names(invalid) + " not valid JSON")
         elif not present and stage.pending:
             add(gate, "pending", f"stage {name}", stage.pending)
-        elif not present and stage.required:
-            why = "its script is absent" if status == "absent" else "not run"
-            add(gate, "FAIL", what, f"missing: no {stage.file}.json ({why})")
+        elif lacking:
+            if status == "absent":
+                why = "its script is absent"
+            elif present:
+                why = f"only {_json_names(present)} there"
+            else:
+                why = "not run"
+            add(gate, "FAIL", what, f"missing: no {_json_names(lacking)} ({why})")
     # 2. exact-result checks of the stages that are there
     for check in CHECKS:
         data = files.get(check.file)
@@ -505,7 +598,14 @@ def check_run(
             "results from different GPUs: "
             + ", ".join(f"{f}.json {n!r}" for f, n in sorted(found.items())),
         )
-    gated = [m for m in METRICS if FILE_STAGE[METRICS[m].file] in selected]
+    # the metrics of the stages gated; those of a stage outside the CI (bench) only
+    # where the run has its file
+    gated = [
+        m
+        for m in METRICS
+        if FILE_STAGE[METRICS[m].file] in selected
+        and (FILE_STAGE[METRICS[m].file] in CI_STAGES or METRICS[m].file in files)
+    ]
     gated = gated if metrics else []
     base, base_file = None, baseline
     if base_file is None and device:
@@ -628,6 +728,10 @@ def check_run(
         "gates": gates,
         "failures": failures,
     }
+
+
+def _json_names(stems) -> str:
+    return ", ".join(f"{stem}.json" for stem in stems)
 
 
 def _number(value) -> bool:
@@ -851,10 +955,16 @@ def note(
     exit_code: Optional[int] = None,
     begin: Optional[list] = None,
 ) -> None:
-    """run.sh's bookkeeping in stages.json; a stage starting drops its old JSON."""
+    """run.sh's bookkeeping in stages.json, kept across calls with the same $OUT; a
+    stage starting drops its old JSON (every file it writes)."""
+    unknown = [s for s in (begin or []) + [stage] if s and s not in (*STAGES, "gates")]
+    if unknown:
+        raise GateError(
+            f"unknown stage {', '.join(unknown)}; the stages: {' '.join(STAGES)} gates"
+        )
     out.mkdir(parents=True, exist_ok=True)
     path = out / "stages.json"
-    data = load_json(path) if path.exists() else {}
+    data = load_json(path) if path.exists() else {}  # accumulates over run.sh calls
     data.setdefault("runs", [])
     data.setdefault("stages", {})
     now = _dt.datetime.now(_dt.timezone.utc)
@@ -874,9 +984,10 @@ def note(
         )
     if stage is not None:
         if status == "running" and stage in STAGES:
-            stale = out / f"{STAGES[stage].file}.json"
-            if stale.exists():
-                stale.unlink()
+            for file in STAGES[stage].files:
+                stale = out / f"{file}.json"
+                if stale.exists():
+                    stale.unlink()
         entry = {"status": status, "finished": now.isoformat(timespec="seconds")}
         if seconds is not None:
             entry["seconds"] = seconds
@@ -924,7 +1035,18 @@ def main(argv=None) -> int:
     p = sub.add_parser("record", help="copy a run into docs/gpu-runs/ + gpu-runs.md")
     p.add_argument("--run", type=Path, required=True)
     p.add_argument("--name", help="directory name (default: the run's date)")
-    sub.add_parser("stages", help="print the CI's stages")
+    p = sub.add_parser("stages", help="print the CI's stages")
+    p.add_argument(
+        "--part",
+        type=int,
+        choices=range(1, len(CI_PARTS) + 1),
+        help="only those of one part of the CI (run.sh ci --part N)",
+    )
+    p.add_argument(
+        "--gates",
+        action="store_true",
+        help="and 'gates' where the run ends (all of them, or the last part)",
+    )
     p = sub.add_parser("note", help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--stage")
@@ -935,7 +1057,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "stages":
-            print(" ".join(CI_STAGES))
+            stages = CI_PARTS[args.part - 1] if args.part else CI_STAGES
+            last = args.part in (None, len(CI_PARTS))
+            print(" ".join(stages + (("gates",) if args.gates and last else ())))
         elif args.command == "note":
             note(
                 args.out,

@@ -121,7 +121,7 @@ def sglang_stages(converted: Path, images: dict, device: str, ref: dict) -> dict
     from sglang.srt.managers.io_struct import GenerateReqInput
     from sglang.srt.models.quicksviewer import lookup_pixels
 
-    from tests.helpers.sglang_encoder import init_single_rank, load_model
+    from tools.sglang_inprocess import init_single_rank, load_model
 
     init_single_rank(str(converted), device)
     processor, model = load_model(str(converted), "bf16", device)

@@ -18,7 +18,7 @@ from common import (
     write_result,
 )
 
-from tests.helpers.sglang_outputs import as_reported, reported_input_ids
+from tools.sglang_outputs import as_reported, reported_input_ids
 
 NEW_TOKENS = 16
 TOP = 20

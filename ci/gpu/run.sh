@@ -1,27 +1,38 @@
 #!/usr/bin/env bash
-# The GPU CI: ci/gpu/run.sh STAGE... | ci
+# The GPU CI: ci/gpu/run.sh STAGE... | ci [--part N]
 #   ci      every stage the CI promises, then the gates (ci/gpu/gates.py CI_STAGES:
-#           install make_checkpoint parity server soak bench ttft stall), as
-#           .github/workflows/gpu.yml runs it
-#   STAGE   install make_checkpoint parity server soak bench ttft stall tp visual_path
-#           serving gates (the gates judge everything in $OUT; give it last)
+#           install make_checkpoint parity image_stages server serving), as
+#           .github/workflows/gpu.yml runs it (about 700 s on an H200)
+#   ci --part 1, then ci --part 2
+#           the same in two calls on one host with the same $OUT (for a caller whose
+#           calls are limited in time; about 300 s and 450 s on an H200): part 1 =
+#           install make_checkpoint parity image_stages, part 2 = server serving
+#           gates (gates.py CI_PARTS); the gates judge everything in $OUT
+#   STAGE   install make_checkpoint parity image_stages server serving bench tp
+#           visual_path gates (gates.py STAGES; the gates judge everything in $OUT;
+#           give it last)
 # Run from the repository root on the GPU host with the bundle in dist/ and
 # qwen.tiktoken in gpu_carry/ (make gpu-inputs; docs/gpu.md). Each stage logs to
-# $OUT/<stage>.log and writes its JSON; a failed stage does not stop the next one. A
-# stage whose script does not exist yet is "absent" (the gates say whether that
-# fails). stages.json records every stage's status and time, summary.json every JSON.
-# Exit status: the number of failed stages, the gates included.
+# $OUT/<stage>.log and writes its JSON (serving: ttft, stall, decode, serving-bench,
+# soak and serving.json); a failed stage does not stop the next one. A stage whose
+# script does not exist yet is "absent" (the gates say whether that fails); an
+# unknown stage name stops the run before anything runs (exit 2). stages.json
+# records every stage's status and time and every call's command, and accumulates
+# over calls with the same $OUT (start a new run in an empty $OUT); summary.json
+# holds every JSON. Exit status: the number of failed stages, the gates included.
 set -uo pipefail
 export OUT=${OUT:-/tmp/qsv-gpu/out}
 mkdir -p "$OUT"
 export QSV_CACHE_DIR=${QSV_CACHE_DIR:-$PWD/gpu_carry}
 gates=ci/gpu/gates.py
-if [ "$*" = ci ]; then
-  # shellcheck disable=SC2046
-  set -- $(python3 "$gates" stages) gates
+if [ "${1:-}" = ci ]; then
+  shift  # ci [--part N]: gates.py says which stages, and where the gates go
+  stages=$(python3 "$gates" stages --gates "$@") || exit 2
+  # shellcheck disable=SC2086
+  set -- $stages
 fi
 case " $* " in *" install "*) export QSV_REINSTALL=1 ;; esac
-python3 "$gates" note --out "$OUT" --begin "$@"
+python3 "$gates" note --out "$OUT" --begin "$@" || exit 2
 t0=$(date +%s)
 if ! setup_env=$(bash ci/gpu/setup.sh 2> "$OUT/setup.log"); then
   tail -50 "$OUT/setup.log"

@@ -3,10 +3,6 @@ local mp4, a corrupt video (expect 4xx), then the good request again.
 Writes $OUT/server.json."""
 
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import requests
 from common import (
@@ -20,6 +16,8 @@ from common import (
     write_result,
 )
 
+from tools.server import Server, server_command
+
 PORT = 30555
 
 
@@ -29,13 +27,6 @@ def main():
     corrupt = WORK / "corrupt.mp4"
     corrupt.write_bytes(os.urandom(65536))
     args = [
-        sys.executable,
-        "-m",
-        "sglang.launch_server",
-        "--model-path",
-        str(converted),
-        "--port",
-        str(PORT),
         "--dtype",
         "bfloat16",
         "--attention-backend",
@@ -50,28 +41,17 @@ def main():
         "8",
     ]
     OUT.mkdir(parents=True, exist_ok=True)
-    log = open(OUT / "server.log", "w")
     timer = Timer()
-    proc = subprocess.Popen(
-        args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    server = Server(server_command(converted, PORT, args), PORT, OUT / "server.log")
     result = {"cuda_graph": True}
     try:
-        for _ in range(600):
-            try:
-                if requests.get(f"http://127.0.0.1:{PORT}/health", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if proc.poll() is not None:
-                raise RuntimeError("server exited")
-            time.sleep(1)
+        server.wait_ready()
         result["ready_s"] = timer()
 
         def chat(url):
             t = Timer()
             r = requests.post(
-                f"http://127.0.0.1:{PORT}/v1/chat/completions",
+                f"{server.url}/v1/chat/completions",
                 json={
                     "model": "quicksviewer",
                     "temperature": 0,
@@ -101,12 +81,7 @@ def main():
             == result["chat_again"][1]["choices"][0]["message"]["content"]
         )
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+        server.stop()
     result["cuda_graph_log"] = [
         line.strip() for line in open(OUT / "server.log") if "graph" in line.lower()
     ][:10]

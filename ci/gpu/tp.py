@@ -7,7 +7,7 @@ compared. Writes $OUT/tp.json."""
 import torch
 from common import ENGINE_ARGS, PROMPT, Timer, checkpoint_dirs, video, write_result
 
-from tests.helpers.sglang_outputs import reported_input_ids
+from tools.sglang_outputs import reported_input_ids
 
 NEW_TOKENS = 32
 

@@ -1,56 +1,31 @@
 """The real SGLang HTTP server (``python -m sglang.launch_server``) on CPU for
-tests: start it on a free port with its log in a file, wait for /health, post,
-stop it with its children."""
+tests: tools.server's ``Server`` on a free port with its log in a file, whose
+failures to start are test failures, plus JSON posts."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
+import contextlib
 from pathlib import Path
 
 import pytest
 import requests
 
 from tests.quicksviewer_fixtures import PROJECT_ROOT
-from tools.demo import cpu_server_command, free_port
+from tools import server as tools_server
+from tools.server import ServerError, cpu_server_command, free_port
 
 STARTUP_TIMEOUT_S = 300
 REQUEST_TIMEOUT_S = 180
-LOG_TAIL = 6000
 
 
-class Server:
-    def __init__(self, proc: subprocess.Popen, port: int, log: Path):
-        self.proc, self.log = proc, log
-        self.url = f"http://127.0.0.1:{port}"
-        self.deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        self.ready = False
-
-    def log_tail(self) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return f"\n--- server log ({self.log}), tail ---\n{text[-LOG_TAIL:]}"
-
+class Server(tools_server.Server):
     def wait_ready(self) -> None:
         """Wait for /health (the first request of the module does); the fixtures
         the tests need meanwhile (reference run) overlap the server start."""
-        while not self.ready:
-            if self.proc.poll() is not None:
-                pytest.fail(
-                    f"server exited with {self.proc.returncode}{self.log_tail()}"
-                )
-            try:
-                response = requests.get(self.url + "/health", timeout=5)
-                self.ready = response.status_code == 200
-            except requests.RequestException:
-                pass
-            if not self.ready:
-                if time.monotonic() > self.deadline:
-                    pytest.fail(
-                        f"server not healthy in {STARTUP_TIMEOUT_S}s{self.log_tail()}"
-                    )
-                time.sleep(1)
+        try:
+            super().wait_ready()
+        except ServerError as e:
+            pytest.fail(f"{e}{self.log_tail()}")
 
     def post(self, path: str, payload: dict) -> requests.Response:
         self.wait_ready()
@@ -70,18 +45,7 @@ class Server:
         return response.json()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            # the server drains and stops its children on SIGTERM
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pass
-        try:  # whatever is left: scheduler and detokenizer share the group
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=20)
+        super().stop(grace_s=20)
 
 
 def start_server(
@@ -101,13 +65,21 @@ def start_server(
         "--sleep-on-idle",
         *extra_args,
     ]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            command,
-            cwd=PROJECT_ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=None if env is None else {**os.environ, **env},
-        )
-    return Server(proc, port, log)
+    return Server(command, port, log, env, PROJECT_ROOT, STARTUP_TIMEOUT_S)
+
+
+@contextlib.contextmanager
+def reporting(server: Server, request, wait: bool = False):
+    """Yield ``server`` (``wait``: once healthy), stop it afterwards and, when a test
+    of the session failed meanwhile, write its log tail straight to the terminal
+    (the captured output of a passing last test would not be shown)."""
+    failed_before = request.session.testsfailed
+    try:
+        if wait:
+            server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+        if request.session.testsfailed > failed_before:
+            reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+            reporter.write_line(server.log_tail())

@@ -19,8 +19,8 @@ import torch
 from sglang.srt.managers.io_struct import GenerateReqInput
 from sglang.srt.managers.schedule_batch import MultimodalInputs
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sglang_encoder import init_single_rank, load_model  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project's tools
+from tools.sglang_inprocess import init_single_rank, load_model  # noqa: E402
 
 SENTINEL = -200
 

@@ -1,6 +1,6 @@
 """Convert an original Quicksviewer checkpoint into the layout SGLang loads.
 
-``python -m tools.checkpoints.convert SRC DST [--vision-tower PATH]``
+``python -m tools convert SRC DST [--vision-tower PATH]`` (``make convert``)
 
 SRC is a released / trained checkpoint (``model_type: quicksviewer_qwen``,
 ``architectures: ["LlavaQwenForCausalLM"]``, or the Llama-3.1 variant
@@ -19,7 +19,7 @@ SRC is a released / trained checkpoint (``model_type: quicksviewer_qwen``,
 
 Re-running rewrites the same files (idempotent). A directory that is not an original
 Quicksviewer checkpoint, or lacks weights, tokenizer markers or a vision config, raises
-``ConvertError`` (the CLI prints it and exits 2).
+``ConvertError``, a ``ToolError`` (the CLI prints it as ``error: ...`` and exits 2).
 
 Vision config. ``mm_vision_tower`` is whatever path the training machine used (e.g.
 ``/data/models/siglip-so400m-patch14-384``; the original resolves it against the
@@ -74,11 +74,9 @@ Keys of the converted ``config.json``::
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -94,6 +92,7 @@ from qsv_reference.constants import (
     VIDEO_MAX_FRAMES,
 )
 from qsv_reference.preprocess import parse_grid_pinpoints
+from tools import ToolError
 
 TARGET_MODEL_TYPE = "quicksviewer"
 TARGET_ARCHITECTURE = "QuicksviewerForCausalLM"
@@ -192,7 +191,7 @@ def so400m_preprocessor(image_size: int = 384) -> dict:
     }
 
 
-class ConvertError(RuntimeError):
+class ConvertError(ToolError):
     """SRC cannot be converted; the message says why."""
 
 
@@ -533,33 +532,3 @@ def convert_checkpoint(
     for note in assumptions:
         log(f"note: {note}")
     return Conversion(dst, config, vision_source, assumptions)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.checkpoints.convert",
-        description="Convert an original Quicksviewer checkpoint for SGLang.",
-    )
-    parser.add_argument("src", type=Path, help="original checkpoint directory")
-    parser.add_argument("dst", type=Path, help="output directory")
-    parser.add_argument(
-        "--vision-tower",
-        type=Path,
-        default=None,
-        help="SigLIP directory to use instead of the config's mm_vision_tower",
-    )
-    args = parser.parse_args(argv)
-    try:
-        result = convert_checkpoint(args.src, args.dst, args.vision_tower)
-    except ConvertError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(
-        f"converted {args.src} -> {result.dst} "
-        f"(vision config from {result.vision_source})"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

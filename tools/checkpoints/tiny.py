@@ -45,16 +45,14 @@ kernel difference between two correct implementations flips the greedy choice.
 Heavy-tailed row norms spread the top of the distribution (as trained LMs do) so
 greedy decoding compares implementations, not rounding.
 
-CLI: ``python -m tools.checkpoints.tiny --out DIR --seed N [--dtype bf16|fp32]``.
+CLI: ``python -m tools tiny --out DIR --seed N [--dtype bf16|fp32]`` (``make tiny``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -478,39 +476,3 @@ def make_tiny_checkpoint(
         so400m_preprocessor(sizes.vision["image_size"]),
     )
     return out_dir
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
-    parser.add_argument("--cache-dir", type=Path, default=None)
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
-    parser.add_argument("--device", default="cpu", help="where to draw the weights")
-    parser.add_argument("--variant", choices=("qwen", "llama"), default="qwen")
-    parser.add_argument("--tokenizer", choices=("qwen", "bpe"), default="qwen")
-    args = parser.parse_args(argv)
-    try:
-        make_tiny_checkpoint(
-            args.out,
-            args.seed,
-            args.dtype,
-            tokenizer_cache_dir=args.cache_dir,
-            shape=args.shape,
-            device=args.device,
-            variant=args.variant,
-            tokenizer=args.tokenizer,
-        )
-    except TokenizerBuildError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(
-        f"wrote {args.shape} Quicksviewer checkpoint (seed {args.seed}, {args.dtype}) "
-        f"to {args.out}"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

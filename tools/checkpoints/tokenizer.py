@@ -31,12 +31,11 @@ The slow and fast paths are equivalent here because both apply NFC, the same reg
 the same byte-to-unicode map and the same merges, and split added tokens out first;
 tests/test_checkpoints.py asserts equal ids against an independent slow-style BPE.
 
-CLI: ``python -m tools.checkpoints.tokenizer --out DIR [--base-only]``.
+CLI: ``python -m tools tokenizer --out DIR [--base-only | --ranks-only]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import json
@@ -48,6 +47,7 @@ import zipfile
 from pathlib import Path
 
 from qsv_reference.constants import MARKERS
+from tools import ToolError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CACHE_DIR = REPO_ROOT / "build" / "cache"
@@ -160,7 +160,7 @@ TOKENIZER_FILES = (
 )
 
 
-class TokenizerBuildError(RuntimeError):
+class TokenizerBuildError(ToolError):
     """The Qwen ranks could not be obtained or verified."""
 
 
@@ -546,7 +546,9 @@ def build_bpe_tokenizer(
     backend.train_from_iterator(_bpe_corpus(), trainer)
     bos_id = backend.token_to_id(BPE_BOS)
     backend.post_processor = processors.TemplateProcessing(
-        single=f"{BPE_BOS} $A", pair=f"{BPE_BOS} $A $B", special_tokens=[(BPE_BOS, bos_id)]
+        single=f"{BPE_BOS} $A",
+        pair=f"{BPE_BOS} $A $B",
+        special_tokens=[(BPE_BOS, bos_id)],
     )
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
@@ -605,30 +607,3 @@ def cached_quicksviewer_tokenizer(cache_dir: Path | None = None) -> Path:
         cache_dir / "quicksviewer-tokenizer",
         lambda tmp: build_quicksviewer_tokenizer(tmp, base_dir=base_dir),
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
-    parser.add_argument(
-        "--base-only",
-        action="store_true",
-        help="write the plain Qwen2.5 tokenizer without the Quicksviewer markers",
-    )
-    parser.add_argument("--cache-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    try:
-        if args.base_only:
-            build_qwen25_tokenizer(args.out, cache_dir=args.cache_dir)
-            print(f"wrote Qwen2.5 tokenizer to {args.out}")
-        else:
-            ids = build_quicksviewer_tokenizer(args.out, cache_dir=args.cache_dir)
-            print(f"wrote Quicksviewer tokenizer to {args.out}: {ids}")
-    except TokenizerBuildError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,8 +2,9 @@
 
 QUICKSVIEWER_MODEL_PATH names a converted checkpoint (model_type "quicksviewer").
 The test writes its own mp4 files, so it needs no data set. It checks the
-prompt layout the model writes after cubing, radix-cache reuse for the same
-video, greedy determinism, and clear errors for videos the model cannot use.
+prompt layout the model writes after cubing, the segmentation returned with
+return_segments, radix-cache reuse for the same video, greedy determinism, and
+clear errors for videos the model cannot use.
 """
 
 import os
@@ -105,6 +106,43 @@ class TestQuicksviewerEngine(unittest.TestCase):
         other = self.generate(self.other_video)
         # the prefix before the first visual token is all the videos share
         self.assertLess(other["meta_info"]["cached_tokens"], 8)
+
+    def test_return_segments(self):
+        plain = self.generate(self.video, return_logprob=True, logprob_start_len=0)
+        self.assertNotIn("segments", plain["meta_info"])
+        out = self.generate(self.video, return_segments=True)
+        self.assertEqual(out["output_ids"], plain["output_ids"])
+        (segments,) = out["meta_info"]["segments"]
+        self.assertEqual(segments["timestamps"], [s + 0.5 for s in range(12)])
+        # 2 cubes covering the 12 frames in order
+        cubes = segments["cubes"]
+        self.assertEqual(len(cubes), 2)
+        self.assertEqual(cubes[0]["start_frame"], 0)
+        self.assertEqual(cubes[0]["end_frame"], cubes[1]["start_frame"])
+        self.assertEqual(cubes[1]["end_frame"], 12)
+        for cube in cubes:
+            times = segments["timestamps"]
+            self.assertEqual(cube["start_s"], times[cube["start_frame"]])
+            self.assertEqual(cube["end_s"], times[cube["end_frame"] - 1])
+        # the second cube starts where the prompt layout says: after the
+        # thumbnail, cube 1's timestamp + 64 positions, then cube 2's timestamp
+        ids = [t[1] for t in plain["meta_info"]["input_token_logprobs"]]
+        start = ids.index(self.token_id("<video_start>"))
+        end = ids.index(self.token_id("<video_end>"))
+        first = self.tokenizer.encode("0.5", add_special_tokens=False)
+        second = ids[start + 67 + len(first) + 64 : end - 64]
+        self.assertEqual(self.tokenizer.decode(second), str(cubes[1]["start_s"]))
+        # segmentation only: no token generated
+        only = self.engine.generate(
+            prompt=PROMPT.format("Describe the video."),
+            video_data=[self.video],
+            sampling_params={"temperature": 0, "max_new_tokens": 0},
+            return_segments=True,
+        )
+        self.assertEqual(only["output_ids"], [])
+        self.assertEqual(only["meta_info"]["segments"], [segments])
+        with self.assertRaisesRegex(ValueError, "return_segments"):
+            self.generate(self.video, return_segments="yes")
 
     def test_unusable_videos_fail_clearly(self):
         corrupt = os.path.join(self.tmp.name, "corrupt.mp4")

@@ -65,6 +65,63 @@ TEXT_MODEL_TYPES = ("qwen2", "llama")
 IMAGE_ASPECT_RATIOS = ("anyres", "square")
 
 
+def num_cube_boundaries(num_frames: int, frames_per_cube: int = 5) -> int:
+    """Cube boundaries the cubing network chooses besides frame 0 (the
+    original's ``num_cubes``): ``max(round(N / frames_per_cube) - 1, 1)``."""
+    return max(round(num_frames / frames_per_cube) - 1, 1)
+
+
+def num_cubes(num_frames: int, frames_per_cube: int = 5) -> int:
+    """Cubes of a video of ``num_frames`` sampled frames (K below): frame 0
+    starts the first, every chosen boundary one more."""
+    return 1 + num_cube_boundaries(num_frames, frames_per_cube)
+
+
+class QuicksviewerVideoItem:
+    """The processor-model contract of one video: a ``MultimodalDataItem`` of
+    modality VIDEO, written by the processor, read by the model's
+    ``prefetch_mm_inputs`` and ``pad_input_ids``.
+
+    Dimensions:
+        - N: sampled frames (N >= 2)
+        - H, W: the pixel size (the SigLIP preprocessing's, 384 x 384)
+        - K: cubes, ``num_cubes(N, cubing_frames_per_cube)``
+        - Q: ``num_queries`` (64)
+
+    Fields:
+        - ``feature``: (N, H, W, 3) uint8, the resized frames (on the CPU, or
+          on the GPU through SGLang's CUDA IPC pool)
+        - ``offsets``: exactly two runs of placeholders, the thumbnail (Q) then
+          the cubes (K * Q); only the cube run with ``use_thumbnail: false``.
+          ``pad_input_ids`` replaces them with one run of Q per block.
+        - ``hash``: the first 64 bits of ``CONTENT_DIGEST``
+
+    ``model_specific_data`` (the keys below):
+        - ``TIMESTAMP_TOKEN_IDS``: N lists of token ids: ``[]`` for frame 0
+          (its timestamp stays in the prompt), then frame i's timestamp, which
+          ``pad_input_ids`` writes before the cube that starts at frame i
+        - ``TIMESTAMPS``: N floats, the frames' timestamps in seconds
+        - ``PIXEL_TABLE``: (256, 3) fp16, the rescale + normalisation of every
+          uint8 value per channel (also on image items)
+        - ``CONTENT_DIGEST``: hex SHA-256 of the frames, timestamps and
+          preprocessing (the visual cache's key)
+        - ``ENCODED``: set by the model's ``prefetch_mm_inputs``: (embeddings
+          (K + 1, Q, D), K cube starts, timing), taken by ``pad_input_ids``
+        - ``T_MEDIA_DONE``: with ``SGLANG_QSV_TIMING=1``, when the processor
+          finished (seconds since the epoch)
+
+    An image item carries (V, H, W, 3) uint8 views (anyres: the base view then
+    the tiles), ``PIXEL_TABLE`` and one run of Q per view.
+    """
+
+    TIMESTAMP_TOKEN_IDS = "timestamp_token_ids"
+    TIMESTAMPS = "timestamps"
+    PIXEL_TABLE = "pixel_table"
+    CONTENT_DIGEST = "content_digest"
+    ENCODED = "qsv_encoded"
+    T_MEDIA_DONE = "qsv_t_media_done"
+
+
 def _sub_config(cls, value):
     """A sub-config given as a dict, an instance or None (the defaults)."""
     if isinstance(value, cls):

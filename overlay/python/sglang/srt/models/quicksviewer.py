@@ -13,14 +13,44 @@
 # ==============================================================================
 """Inference-only Quicksviewer (arXiv 2504.15270).
 
-A video of N frames (1 fps, at most 420) goes through a SigLIP tower (all
-layers, features before ``post_layernorm``, 27x27 resized to 24x24). The cubing
-network scores every frame transition, keeps the top ``max(round(N/5)-1, 1)``
-transitions as cube boundaries (frame 0 always starts a cube), and a 3D
-perceiver resampler turns every cube into ``num_queries`` tokens; a thumbnail
-of the cube-start frames adds one more block. Only the timestamp of each cube's
-first frame stays in the prompt, so the prompt layout depends on the cubing
-decision.
+This docstring is the one description of the algorithm; the project's
+docs/design.md and its reference implementation (qsv_reference/) point here.
+
+Video, the processor (``multimodal/processors/quicksviewer.py``): one frame at
+the middle of every second (1 fps; a request may ask for another rate), at most
+420 frames by uniform sub-sampling, timestamps ``round(index / fps, 1)``;
+SigLIP's PIL preprocessing (bicubic to 384 x 384, Pillow 12's, then rescale and
+normalise, rounded to fp16) reproduced exactly, the normalisation applied here
+as a table lookup (``lookup_pixels``). Images: "anyres" views, a base view of
+the whole image plus the tiles of the image resized (aspect kept) and padded
+black to the best grid pinpoint, or one view (``image_aspect_ratio: square``).
+
+Vision tower: SigLIP (SGLang's Idefics2 tower), all layers, features before
+``post_layernorm``, 27 x 27 -> 24 x 24 bilinear in fp32; all N frames of a
+video in one batch.
+
+Cubing (``QuicksviewerCubing``): momentum over the frame features,
+``m_1 = v_1 - v_0``, ``m_i = 0.8 * (v_i - v_{i-1}) + 0.2 * m_{i-1}``, in the
+model dtype and the original's op order; a per-token linear layer, the mean
+over tokens, a LayerNorm and a two-layer GELU MLP give two logits per
+transition, and
+``softmax(z / 0.5)[:, 1]`` the probability that a cube starts at frame j. The
+top ``max(round(N / 5) - 1, 1)`` transitions (``num_cube_boundaries``; ties to
+the lowest frame, like CUDA's ``topk``) start cubes, frame 0 always does
+(``select_cubes``, straight-through weights). The thumbnail is the weighted
+mean of the cube-start frames, pooled (9, 1) to 64 tokens and projected.
+
+Resampler (``QuicksviewerResampler``): a perceiver with ``num_queries`` (64)
+learned queries and one ``nn.MultiheadAttention`` over a whole cube's tokens;
+the keys get 3D sin-cos positions (absolute frame index of the sampled video,
+row, column; images t = 0), the values none. A video gives K + 1 blocks of 64
+tokens (thumbnail, then one per cube); an anyres image one block per view.
+
+Prompt: ``<video_start><thumbnail_start>`` + thumbnail block +
+``<thumbnail_end>``, then for every cube the timestamp of its first frame and
+its block, then ``<video_end>``; the timestamps of the other frames are
+dropped, so the prompt layout depends on the cubing decision. An image is
+``<im_start>(<patch_start> block <patch_end>) x views<im_end>``.
 
 SGLang fixes ``input_ids`` before the prefill. This model therefore runs the
 visual encoder before ``pad_input_ids`` (scheduler process, beside the weights,
@@ -28,7 +58,8 @@ once per video: ``prefetch_mm_inputs`` encodes on a worker thread while the
 scheduler keeps serving, patch 0010), writes the exact original layout into the
 ids, and hands the visual embeddings to the prefill as
 ``precomputed_embeddings``. Images have a fixed layout and take the usual
-``get_image_feature`` path.
+``get_image_feature`` path. What the processor hands over is
+``QuicksviewerVideoItem`` (configs/quicksviewer.py).
 """
 
 import json
@@ -47,7 +78,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sglang.srt.configs.quicksviewer import QuicksviewerConfig
+from sglang.srt.configs.quicksviewer import (
+    QuicksviewerConfig,
+    QuicksviewerVideoItem,
+    num_cube_boundaries,
+)
 from sglang.srt.layers.linear import ReplicatedLinear
 from sglang.srt.layers.quantization.base_config import QuantizationConfig
 from sglang.srt.managers.mm_utils import general_mm_embed_routine
@@ -60,6 +95,7 @@ from sglang.srt.model_executor.forward_batch_info import ForwardBatch
 from sglang.srt.model_loader.weight_utils import default_weight_loader
 from sglang.srt.models.idefics2 import Idefics2VisionTransformer
 from sglang.srt.models.llama import LlamaForCausalLM
+from sglang.srt.models.minicpmv import BaseResampler
 from sglang.srt.models.qwen2 import Qwen2ForCausalLM
 from sglang.srt.models.utils import WeightsMapper
 from sglang.srt.runtime_context import get_server_args
@@ -152,12 +188,14 @@ class QuicksviewerPosEmbed3D(nn.Module):
         return pos.reshape(n * hw, self.embed_dim).to(dtype)
 
 
-class QuicksviewerResampler(nn.Module):
+class QuicksviewerResampler(BaseResampler):
     """Perceiver resampler with 3D positions added to the keys only.
 
-    ``nn.MultiheadAttention`` is kept on purpose: the original calls it with
-    ``need_weights=True`` and a key padding mask, which selects PyTorch's
-    explicit attention math, and parity depends on the same kernel sequence.
+    The parameters are MiniCPM-V's ``BaseResampler`` (the same names, so the
+    original's weights load strictly). ``nn.MultiheadAttention`` is kept on
+    purpose: the original calls it with ``need_weights=True`` and a key padding
+    mask, which selects PyTorch's explicit attention math, and parity depends on
+    the same kernel sequence.
     """
 
     def __init__(
@@ -166,22 +204,25 @@ class QuicksviewerResampler(nn.Module):
         quant_config: Optional[QuantizationConfig] = None,
         prefix: str = "",
     ):
-        super().__init__()
         embed_dim = config.text_config.hidden_size
         kv_dim = config.vision_config.hidden_size
-        self.query = nn.Parameter(torch.empty(config.num_queries, embed_dim))
-        self.kv_proj = ReplicatedLinear(
-            kv_dim,
-            embed_dim,
-            bias=False,
+        super().__init__(
+            num_queries=config.num_queries,
+            embed_dim=embed_dim,
+            num_heads=config.resampler_num_heads,
+            kv_dim=kv_dim,
             quant_config=quant_config,
-            prefix=add_prefix("kv_proj", prefix),
+            prefix=prefix,
         )
-        self.attn = nn.MultiheadAttention(embed_dim, config.resampler_num_heads)
-        self.ln_q = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.ln_kv = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.ln_post = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.proj = nn.Parameter(torch.empty(embed_dim, embed_dim))
+        if kv_dim == embed_dim:
+            # BaseResampler drops kv_proj at equal widths; the original keeps it
+            self.kv_proj = ReplicatedLinear(
+                kv_dim,
+                embed_dim,
+                bias=False,
+                quant_config=quant_config,
+                prefix=add_prefix("kv_proj", prefix),
+            )
         self.pos_embed = QuicksviewerPosEmbed3D(embed_dim, config.vision_feature_size)
 
     def forward(self, features: torch.Tensor, frame_start: int = 0) -> torch.Tensor:
@@ -192,7 +233,7 @@ class QuicksviewerResampler(nn.Module):
         pos = self.pos_embed(frame_start, frame_end, features.dtype, features.device)
         x, _ = self.kv_proj(features)
         x = self.ln_kv(x).permute(1, 0, 2)
-        q = self.ln_q(self.query).unsqueeze(1).repeat(1, batch, 1)
+        q = self._repeat(self.ln_q(self.query), batch)
         key_padding_mask = torch.zeros(
             (batch, length), dtype=torch.bool, device=x.device
         )
@@ -200,6 +241,24 @@ class QuicksviewerResampler(nn.Module):
             0
         ]
         return self.ln_post(out.permute(1, 0, 2)) @ self.proj
+
+
+def select_cubes(
+    scores: torch.Tensor, num_frames: int, frames_per_cube: int = 5
+) -> torch.Tensor:
+    """Straight-through cube-start weights (N,), non-zero where a cube starts:
+    frame 0, then the ``num_cube_boundaries`` highest boundary ``scores``
+    ((N - 1,), P(cube starts at frame j), j = 1..N-1).
+
+    The original runs ``topk`` on CUDA, which returns the lowest index among
+    equal scores (bf16 scores tie often); a stable descending sort gives that
+    order on every device.
+    """
+    k = num_cube_boundaries(num_frames, frames_per_cube)
+    order = torch.sort(scores, descending=True, stable=True).indices[:k]
+    hard = torch.zeros_like(scores).scatter_(0, order, 1)
+    hard = (hard - scores) + scores
+    return torch.cat([torch.ones_like(hard[:1]), hard])
 
 
 class QuicksviewerCubing(nn.Module):
@@ -232,11 +291,6 @@ class QuicksviewerCubing(nn.Module):
         self.proj_fc2 = linear("proj_fc2", 2)
         self.thumbnail_proj = linear("thumbnail_proj", config.text_config.hidden_size)
 
-    @staticmethod
-    def num_boundaries(num_frames: int, frames_per_cube: int = 5) -> int:
-        """Boundaries chosen besides frame 0 (the original's ``num_cubes``)."""
-        return max(round(num_frames / frames_per_cube) - 1, 1)
-
     def boundary_scores(self, video: torch.Tensor) -> torch.Tensor:
         """P(cube starts at frame j), j = 1..N-1, in the model dtype.
 
@@ -256,19 +310,6 @@ class QuicksviewerCubing(nn.Module):
         logits, _ = self.proj_fc2(self.proj_act(feats))
         return F.softmax(logits / self.temperature, dim=-1)[:, 1]
 
-    def select(self, scores: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """Straight-through cube-start weights (N,), non-zero where a cube starts.
-
-        The original runs ``topk`` on CUDA, which returns the lowest index among
-        equal scores (bf16 scores tie often); a stable descending sort gives that
-        order on every device.
-        """
-        k = self.num_boundaries(num_frames, self.frames_per_cube)
-        order = torch.sort(scores, descending=True, stable=True).indices[:k]
-        hard = torch.zeros_like(scores).scatter_(0, order, 1)
-        hard = (hard - scores) + scores
-        return torch.cat([torch.ones_like(hard[:1]), hard])
-
     def thumbnail(
         self, video: torch.Tensor, weights: torch.Tensor, total: float
     ) -> torch.Tensor:
@@ -283,6 +324,27 @@ class QuicksviewerCubing(nn.Module):
         pooled = F.avg_pool2d(mean, kernel_size=(9, 1), stride=(9, 1))
         out, _ = self.thumbnail_proj(pooled)
         return out
+
+
+def video_segments(timestamps: Sequence[float], starts: Sequence[int]) -> dict:
+    """The cubing of one video as a request with ``return_segments`` gets it.
+
+    ``timestamps``: the sampled frames' timestamps in seconds (those of the
+    prompt); one cube per start, over the sampled frames ``[start_frame,
+    end_frame)``, with ``start_s`` and ``end_s`` the timestamps of its first and
+    its last frame.
+    """
+    ends = list(starts[1:]) + [len(timestamps)]
+    cubes = [
+        {
+            "start_frame": start,
+            "end_frame": end,
+            "start_s": timestamps[start],
+            "end_s": timestamps[end - 1],
+        }
+        for start, end in zip(starts, ends)
+    ]
+    return {"timestamps": list(timestamps), "cubes": cubes}
 
 
 _COUNTERS = {}
@@ -300,6 +362,76 @@ def _lookup_counter(name: str):
             labelnames=["result"],
         )
     return _COUNTERS[name]
+
+
+def encoder_sm_count(setting: str, total: int) -> Optional[int]:
+    """SMs of the encoder's green context for ``SGLANG_QSV_ENCODER_SMS``, or None
+    for none (the encoder may use every SM).
+
+    ``auto`` (default): half of them, rounded down to a multiple of 8 (the SM
+    granularity of green contexts on Hopper): 64 of the H200's 132. ``all``: no
+    green context. A number: that many SMs (at least 8, fewer than ``total``).
+    """
+    setting = setting.strip().lower()
+    if setting == "all":
+        return None
+    if setting == "auto":
+        count = total // 2 // 8 * 8
+        return count if count >= 8 else None
+    try:
+        count = int(setting)
+    except ValueError:
+        count = 0
+    if not 8 <= count < total:
+        raise ValueError(
+            f"SGLANG_QSV_ENCODER_SMS={setting!r}: give auto, all or a number of SMs "
+            f"from 8 to {total - 1} (this GPU has {total})"
+        )
+    return count
+
+
+def encoder_stream(device: torch.device):
+    """The CUDA stream on which the encoder's worker thread (prefetch_mm_inputs)
+    encodes while other requests decode, and its green context (keep it alive),
+    or (None, None).
+
+    On a stream of its own the encoder's kernels interleave with the decode's, but
+    a Hopper GEMM keeps persistent blocks on every SM until it ends, so each kernel
+    of a decode step can wait for a whole encoder GEMM: a running stream got 0.29 s
+    gaps while a 420-frame video was encoded on the H200 (docs/performance.md),
+    with the forward stream at the highest priority (patch 0011) too. A CUDA green
+    context confines the encoder to ``encoder_sm_count`` SMs, so the decode always
+    has SMs of its own. When green contexts are not available (driver, build, MIG)
+    there is none, and the encoder shares every SM.
+    """
+    total = torch.cuda.get_device_properties(device).multi_processor_count
+    sms = encoder_sm_count(os.environ.get("SGLANG_QSV_ENCODER_SMS", "auto"), total)
+    if sms is None:
+        return None, None
+    try:
+        from torch.cuda.green_contexts import GreenContext
+
+        context = GreenContext.create(sms, device.index or 0)
+        raw = context.Stream()
+        stream = torch.cuda.Stream(
+            stream_id=raw.stream_id,
+            device_index=raw.device_index,
+            device_type=raw.device_type,
+        )
+        with torch.cuda.stream(stream):  # fail here, not in the first request
+            probe = torch.ones(8, device=device) * 2
+        stream.synchronize()
+        del probe
+    except Exception as exc:  # any failure: the plain stream
+        logger.warning(
+            "Quicksviewer: no green context of %d SMs for the encoder (%s); it "
+            "shares every SM with the decode",
+            sms,
+            exc,
+        )
+        return None, None
+    logger.info("Quicksviewer: the encoder runs on %d of %d SMs", sms, total)
+    return stream, context
 
 
 class QuicksviewerVisualCache:
@@ -489,7 +621,7 @@ class QuicksviewerForCausalLM(nn.Module):
         video = self.encode_frames(frames, pixel_table)
         num_frames = video.shape[0]
         scores = self.cubing.boundary_scores(video)
-        weights = self.cubing.select(scores, num_frames)
+        weights = select_cubes(scores, num_frames, self.cubing.frames_per_cube)
         # The layout depends on the cubes: one device-to-host copy per video.
         *host_weights, total = torch.cat([weights, weights.sum()[None]]).tolist()
         starts = [i for i, w in enumerate(host_weights) if w != 0]
@@ -503,7 +635,7 @@ class QuicksviewerForCausalLM(nn.Module):
     def get_image_feature(self, items: List[MultimodalDataItem]) -> torch.Tensor:
         """Every anyres tile is one 64-token block (no cubing, frame index 0)."""
         frames = torch.cat([item.feature for item in items])
-        pixel_table = items[0].model_specific_data["pixel_table"]
+        pixel_table = items[0].model_specific_data[QuicksviewerVideoItem.PIXEL_TABLE]
         features = self.encode_frames(frames, pixel_table)
         return self.resampler(features).flatten(0, 1)
 
@@ -527,17 +659,24 @@ class QuicksviewerForCausalLM(nn.Module):
         the item gets one offset per 64-token block and its embeddings as
         ``precomputed_embeddings``. Image runs are only padded.
 
+        Every video's cubes (from this encode or the visual cache) are also
+        reported in ``mm_inputs.segments``, in prompt order, for requests that
+        ask for them (``return_segments``).
+
         Returns ``array("q")``, which SGLang 0.5.23 requires (0.5.17 accepts it).
         """
         items = sorted(mm_inputs.mm_items, key=lambda item: item.offsets[0][0])
         out: List[int] = []
+        segments = []
         cursor = 0
         for item in items:
             first, last = item.offsets[0][0], item.offsets[-1][1]
             out.extend(input_ids[cursor:first])
             shift = len(out) - first
             if item.is_video():
-                item.offsets = self._layout_video(item, input_ids, out)
+                item.offsets, starts = self._layout_video(item, input_ids, out)
+                timestamps = item.model_specific_data[QuicksviewerVideoItem.TIMESTAMPS]
+                segments.append(video_segments(timestamps, starts))
             else:
                 item.offsets = [(s + shift, e + shift) for s, e in item.offsets]
                 out.extend(input_ids[first : last + 1])
@@ -545,22 +684,28 @@ class QuicksviewerForCausalLM(nn.Module):
                     out[s : e + 1] = _padding(item, e - s + 1)
             cursor = last + 1
         out.extend(input_ids[cursor:])
+        mm_inputs.segments = segments
         return array("q", out)
 
     def _layout_video(
         self, item: MultimodalDataItem, input_ids: Sequence[int], out: List[int]
-    ) -> List[Tuple[int, int]]:
-        cubes_start = item.offsets[-1][0]
+    ) -> Tuple[List[Tuple[int, int]], List[int]]:
+        """Append a video's layout to ``out``; its offsets and cube starts."""
+        # the runs of a QuicksviewerVideoItem: the thumbnail (if any), the cubes
+        if self.config.use_thumbnail:
+            (_, thumb_end), (cubes_start, _) = item.offsets
+        else:
+            ((cubes_start, _),) = item.offsets
         num_frames = item.feature.shape[0]
         # encoded off the event loop by prefetch_mm_inputs, else encode here
-        prefetched = item.model_specific_data.pop("qsv_encoded", None)
+        data = item.model_specific_data
+        prefetched = data.pop(QuicksviewerVideoItem.ENCODED, None)
         encoded = prefetched or self._encode_video_item(item, lookup=True)
         embeddings, starts, timing = encoded
         num_queries = embeddings.shape[1]
-        timestamps = item.model_specific_data["timestamp_token_ids"]
+        timestamps = data[QuicksviewerVideoItem.TIMESTAMP_TOKEN_IDS]
         offsets = []
         if self.config.use_thumbnail:
-            thumb_end = item.offsets[0][1]
             offsets.append((len(out), len(out) + num_queries - 1))
             out.extend(_padding(item, num_queries))
             out.extend(input_ids[thumb_end + 1 : cubes_start])
@@ -576,28 +721,29 @@ class QuicksviewerForCausalLM(nn.Module):
             embeddings.record_stream(torch.cuda.current_stream())
         item.precomputed_embeddings = embeddings.flatten(0, 1)
         item.feature = None
-        if "qsv_t_media_done" in item.model_specific_data:  # SGLANG_QSV_TIMING=1
+        if QuicksviewerVideoItem.T_MEDIA_DONE in data:  # SGLANG_QSV_TIMING=1
             record = {
                 "stage": "encoder",
                 "frames": num_frames,
-                "t_media_done": item.model_specific_data["qsv_t_media_done"],
+                "t_media_done": data[QuicksviewerVideoItem.T_MEDIA_DONE],
                 **timing,
                 "async": prefetched is not None,
                 "t_layout": time.time(),
             }
             logger.warning("qsv-timing %s", json.dumps(record))
-        return offsets
+        return offsets, starts
 
     def _encode_video_item(self, item: MultimodalDataItem, lookup: bool):
         """(embeddings, cube starts, timing) of a video item, from the visual
         cache or the encoder, complete on return (the encoder runs on the
         current thread's stream, synchronised before the result is cached)."""
-        key = item.model_specific_data.get("content_digest")
+        key = item.model_specific_data.get(QuicksviewerVideoItem.CONTENT_DIGEST)
         t_start, t0 = time.time(), time.perf_counter()
         cached = self.visual_cache.get(key) if lookup else None
         if cached is None:
             embeddings, starts = self.encode_video(
-                item.feature, item.model_specific_data["pixel_table"]
+                item.feature,
+                item.model_specific_data[QuicksviewerVideoItem.PIXEL_TABLE],
             )
             if embeddings.is_cuda:
                 # the prefill and other requests (cache hits) use other streams
@@ -614,7 +760,9 @@ class QuicksviewerForCausalLM(nn.Module):
         return embeddings, starts, timing
 
     # ------------------------------------------- encoding off the event loop
-    def prefetch_mm_inputs(self, mm_inputs: MultimodalInputs) -> Optional[Future]:
+    def prefetch_mm_inputs(
+        self, mm_inputs: MultimodalInputs, busy: bool = False
+    ) -> Optional[Future]:
         """Encode the request's videos off the scheduler's event loop.
 
         The scheduler calls this on every TP rank for every new multimodal
@@ -627,8 +775,10 @@ class QuicksviewerForCausalLM(nn.Module):
         ``SGLANG_QSV_ASYNC_ENCODE=0``, or a device other than CUDA and CPU.
 
         One worker thread encodes (one video at a time: bounded activation
-        memory), on CUDA on its own stream. It runs no collective: the visual
-        stack is replicated on every rank.
+        memory), on CUDA on its own stream: on every SM when nothing else runs,
+        on part of them (``encoder_stream``) when the scheduler says other
+        requests are decoding (``busy``, patch 0012). It runs no collective: the
+        visual stack is replicated on every rank.
         """
         videos = [item for item in mm_inputs.mm_items if item.is_video()]
         device = self.vision_tower.embeddings.patch_embedding.weight.device
@@ -640,14 +790,19 @@ class QuicksviewerForCausalLM(nn.Module):
             return None
         if getattr(self, "_encode_executor", None) is None:
             self._encode_executor = ThreadPoolExecutor(1, "qsv-encoder")
-            self._encode_stream = (
-                torch.cuda.Stream(device) if device.type == "cuda" else None
+            # on CUDA: a stream on every SM, for a video that arrives while
+            # nothing else runs, and one on part of them (a green context, which
+            # must outlive its stream) for one that arrives while others decode
+            cuda = device.type == "cuda"
+            self._encode_stream = torch.cuda.Stream(device) if cuda else None
+            self._shared_stream, self._encode_context = (
+                encoder_stream(device) if cuda else (None, None)
             )
             # content digests being encoded by a submitted request
             self._encoding = set()
         work, added = [], set()
         for item in videos:
-            key = item.model_specific_data.get("content_digest")
+            key = item.model_specific_data.get(QuicksviewerVideoItem.CONTENT_DIGEST)
             if key is not None and key in self._encoding:
                 # an earlier request encodes it: look it up once that is done
                 work.append((item, True))
@@ -656,7 +811,7 @@ class QuicksviewerForCausalLM(nn.Module):
             if cached is not None:
                 now = time.time()
                 timing = {"t_start": now, "seconds": 0.0, "cache_hit": True}
-                item.model_specific_data["qsv_encoded"] = (
+                item.model_specific_data[QuicksviewerVideoItem.ENCODED] = (
                     *cached,
                     {**timing, "t_end": now},
                 )
@@ -678,22 +833,30 @@ class QuicksviewerForCausalLM(nn.Module):
             # the frames may still be copied on this thread's stream (CUDA IPC)
             ready = torch.cuda.Event()
             ready.record()
-        future = self._encode_executor.submit(self._encode_videos, work, ready)
+        stream = self._encode_stream
+        if busy and self._shared_stream is not None:
+            stream = self._shared_stream
+        future = self._encode_executor.submit(self._encode_videos, work, ready, stream)
         # also when an abort cancels it before it starts
         future.add_done_callback(lambda _: self._encoding.difference_update(added))
         return future
 
-    def _encode_videos(self, work, ready: Optional["torch.cuda.Event"]) -> None:
+    def _encode_videos(
+        self,
+        work,
+        ready: Optional["torch.cuda.Event"],
+        stream: Optional["torch.cuda.Stream"],
+    ) -> None:
         """The worker thread's part of prefetch_mm_inputs."""
-        stream = self._encode_stream
-        with torch.inference_mode(), (
-            torch.cuda.stream(stream) if stream is not None else nullcontext()
+        with (
+            torch.inference_mode(),
+            torch.cuda.stream(stream) if stream is not None else nullcontext(),
         ):
             if ready is not None:
                 stream.wait_event(ready)
             for item, lookup in work:
-                item.model_specific_data["qsv_encoded"] = self._encode_video_item(
-                    item, lookup
+                item.model_specific_data[QuicksviewerVideoItem.ENCODED] = (
+                    self._encode_video_item(item, lookup)
                 )
 
     # ------------------------------------------------------------- forward

@@ -13,31 +13,26 @@
 # ==============================================================================
 """Multimodal processor of Quicksviewer (arXiv 2504.15270).
 
-Frames, pixels and prompt expansion follow the original implementation:
+What it computes (frame sampling, pixels, anyres views, the prompt's layout) is
+described with the algorithm, in the model's docstring
+(``sglang/srt/models/quicksviewer.py``); what it hands to the model is
+``QuicksviewerVideoItem`` (``sglang/srt/configs/quicksviewer.py``). How:
 
-* video: one frame at the middle of every second (1 fps), at most 420 frames
-  by uniform sub-sampling, timestamps ``round(index / fps, 1)``; decoded with
-  SGLang's loader (torchcodec or decord) or, where neither is installed, with
-  OpenCV (the original's own decoder);
-* pixels: SigLIP's PIL processor, reproduced exactly and fast: Pillow <= 12's
-  fixed-point bicubic to 384x384 (``quicksviewer_resize``, whatever Pillow is
-  installed; on the GPU when the server runs on one), then a (256, 3) table of
-  the processor's rescale + normalisation rounded to fp16, which the model
-  applies on the device. Videos travel to the scheduler as resized uint8 frames
-  (a quarter of fp32, half of fp16), through SGLang's CUDA IPC pool when the
-  server uses it, with their hash computed here, in parallel, once;
-* images: "anyres" tiles (a 384x384 base view plus the 384x384 tiles of the
-  image resized and padded to the best grid pinpoint), or one resized view
-  (``image_aspect_ratio: square``);
+* video: decoded with SGLang's loader (torchcodec or decord) or, where neither
+  is installed, with OpenCV (the original's own decoder), in parallel
+  (``quicksviewer_video``);
+* pixels: Pillow <= 12's fixed-point bicubic (``quicksviewer_resize``, whatever
+  Pillow is installed; on the GPU when the server runs on one), then the model
+  applies the (256, 3) fp16 table of the rescale + normalisation on the device.
+  Videos travel to the scheduler as resized uint8 frames (a quarter of fp32,
+  half of fp16), through SGLang's CUDA IPC pool when the server uses it, with
+  their hash computed here, in parallel, once;
 * prompt: the original's expansion (``preprocess_multimodal_video`` / ``_image``
   with the checkpoint's thumbnail and marker flags) tokenized chunk by chunk like
   ``tokenizer_image_token``, so any tokenizer gives the original's ids (a BOS
-  once, if the tokenizer adds one). A video becomes
-  ``<video_start><thumbnail_start>[64]<thumbnail_end>{t0}`` followed by one
-  64-token block per cube and ``<video_end>``; the model's ``pad_input_ids``
-  inserts the timestamp of each later cube's first frame once the cubes are
-  known. An image becomes ``<im_start>(<patch_start>[64]<patch_end>) x
-  views<im_end>``.
+  once, if the tokenizer adds one). A video's frames share one run of K * Q
+  placeholders; the model's ``pad_input_ids`` inserts the timestamp of each
+  later cube's first frame once the cubes are known.
 """
 
 import asyncio
@@ -54,17 +49,21 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sglang.srt.configs.quicksviewer import QUICKSVIEWER_MARKERS
+from sglang.srt.configs.quicksviewer import (
+    QUICKSVIEWER_MARKERS,
+    QuicksviewerVideoItem,
+    num_cubes,
+)
 from sglang.srt.managers.schedule_batch import (
     Modality,
     MultimodalDataItem,
     MultimodalProcessorOutput,
 )
 from sglang.srt.models.quicksviewer import (
-    QuicksviewerCubing,
     QuicksviewerForCausalLM,
     QuicksviewerVisualCache,
 )
+from sglang.srt.multimodal.mm_utils import divide_to_patches, select_best_resolution
 from sglang.srt.multimodal.processors.base_processor import BaseMultimodalProcessor
 from sglang.srt.multimodal.quicksviewer_limits import MediaLimits
 from sglang.srt.multimodal.quicksviewer_resize import (
@@ -94,30 +93,18 @@ TIMING = os.environ.get("SGLANG_QSV_TIMING", "0") == "1"
 RESIZE_DEVICE = os.environ.get("SGLANG_QSV_RESIZE_DEVICE", "auto")
 
 
-def select_best_resolution(
-    size: Tuple[int, int], pinpoints: Sequence[Sequence[int]]
-) -> Tuple[int, int]:
-    """The anyres grid (width, height) of the original: most effective pixels,
-    then least waste."""
-    width, height = size
-    best, best_effective, best_waste = None, 0, float("inf")
-    for cand_w, cand_h in pinpoints:
-        scale = min(cand_w / width, cand_h / height)
-        effective = min(int(width * scale) * int(height * scale), width * height)
-        waste = cand_w * cand_h - effective
-        if effective > best_effective or (
-            effective == best_effective and waste < best_waste
-        ):
-            best, best_effective, best_waste = (cand_w, cand_h), effective, waste
-    return best
-
-
 def anyres_tiles(
     image: Image.Image, pinpoints: Sequence[Sequence[int]], tile: int
 ) -> List[Image.Image]:
     """Base view plus the tiles of the image resized and padded (black) to the
     best pinpoint, in the original's order and with PIL's default resampling
-    (bicubic, Pillow <= 12 semantics)."""
+    (bicubic, Pillow <= 12 semantics).
+
+    The grid and the tiles are upstream's (``select_best_resolution``,
+    ``divide_to_patches``). The resize and pad is written out: upstream's
+    ``resize_and_pad_image`` resizes with the installed Pillow, whose bicubic
+    changed in Pillow 13, and the original's pixels are Pillow 12's.
+    """
     target_w, target_h = select_best_resolution(image.size, pinpoints)
     width, height = image.size
     scale_w, scale_h = target_w / width, target_h / height
@@ -130,12 +117,7 @@ def anyres_tiles(
         resize_image(image, (new_w, new_h)),
         ((target_w - new_w) // 2, (target_h - new_h) // 2),
     )
-    tiles = [
-        canvas.crop((x, y, x + tile, y + tile))
-        for y in range(0, target_h, tile)
-        for x in range(0, target_w, tile)
-    ]
-    return [resize_image(image, (tile, tile))] + tiles
+    return [resize_image(image, (tile, tile))] + divide_to_patches(canvas, tile)
 
 
 class QuicksviewerProcessor(BaseMultimodalProcessor):
@@ -464,18 +446,20 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         items: List[MultimodalDataItem] = []
         # per item: cubes and frames of a video (0, 0 for an image); the frames
         # are counted here, the feature may be a CUDA IPC handle
-        num_cubes: List[int] = []
+        cubes: List[int] = []
         num_frames: List[int] = []
         for part in parts:
             if part == VIDEO_PLACEHOLDER:
                 frames, timestamps, digest = next(videos)
                 data = {
-                    "timestamp_token_ids": [[]],
-                    "pixel_table": self.pixel_table,
-                    "content_digest": digest,
+                    QuicksviewerVideoItem.TIMESTAMP_TOKEN_IDS: [[]],
+                    # in seconds, for the segmentation (return_segments)
+                    QuicksviewerVideoItem.TIMESTAMPS: [float(t) for t in timestamps],
+                    QuicksviewerVideoItem.PIXEL_TABLE: self.pixel_table,
+                    QuicksviewerVideoItem.CONTENT_DIGEST: digest,
                 }
                 if TIMING:
-                    data["qsv_t_media_done"] = time.time()
+                    data[QuicksviewerVideoItem.T_MEDIA_DONE] = time.time()
                 item = MultimodalDataItem(
                     modality=Modality.VIDEO,
                     feature=self._transport(frames),
@@ -483,22 +467,19 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
                 )
                 item.hash = int(digest[:16], 16)
                 segments += self._video_segments(timestamps, len(items))
-                num_cubes.append(
-                    1
-                    + QuicksviewerCubing.num_boundaries(
-                        len(timestamps), self.frames_per_cube
-                    )
-                )
+                cubes.append(num_cubes(len(timestamps), self.frames_per_cube))
                 num_frames.append(len(timestamps))
             elif part == IMAGE_PLACEHOLDER:
                 frames = next(images)
                 item = MultimodalDataItem(
                     modality=Modality.IMAGE,
                     feature=frames,
-                    model_specific_data={"pixel_table": self.pixel_table},
+                    model_specific_data={
+                        QuicksviewerVideoItem.PIXEL_TABLE: self.pixel_table
+                    },
                 )
                 segments += self._image_segments(frames.shape[0], len(items))
-                num_cubes.append(0)
+                cubes.append(0)
                 num_frames.append(0)
             else:
                 segments.append(part)
@@ -518,12 +499,15 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         # a video share one run of (number of cubes) * Q: once the cubes are
         # known, pad_input_ids keeps the timestamp of each cube's first frame (the
         # chunk before that frame; frame 0's chunk stays in the prompt).
+        # The offsets are recorded here, not found afterwards by upstream's
+        # get_mm_items_offset: a placeholder id is also a marker's, and without
+        # the patch or thumbnail markers a marker or the next run touches a run.
         q = self.num_queries
         input_ids: List[int] = list(chunk_ids[0])
         for (kind, media, index), ids in zip(visuals, chunk_ids[1:]):
             item = items[media]
             if kind != "frame" or index == 0:
-                run = q * num_cubes[media] if kind == "frame" else q
+                run = q * cubes[media] if kind == "frame" else q
                 item.offsets.append((len(input_ids), len(input_ids) + run - 1))
                 placeholder = (
                     self.video_placeholder_id
@@ -532,7 +516,9 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
                 )
                 input_ids += [placeholder] * run
             if kind == "frame" and index + 1 < num_frames[media]:
-                item.model_specific_data["timestamp_token_ids"].append(ids)
+                item.model_specific_data[
+                    QuicksviewerVideoItem.TIMESTAMP_TOKEN_IDS
+                ].append(ids)
             else:
                 input_ids += ids
         return MultimodalProcessorOutput(

@@ -1,4 +1,5 @@
-"""Synthetic test videos written with OpenCV (``mp4v``), seeded and time-varying.
+"""Synthetic videos written with OpenCV (``mp4v``), seeded and time-varying: the
+clips of the tests, the demo, the benchmarks and the GPU CI.
 
 Every frame has a background colour that drifts over time and a few moving shapes
 whose speed changes at seeded "scene cuts", so consecutive SigLIP features differ and

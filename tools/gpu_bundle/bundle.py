@@ -1,30 +1,33 @@
-"""``make wheelhouse``: the offline bundle for a GPU host whose torch is preinstalled.
+"""``make wheelhouse``: build and check the offline bundle for a GPU host whose
+torch is preinstalled (docs/gpu.md, section 2).
 
-    python -m tools.wheelhouse [build] [--sm sm90] [--out dist/...tar.xz]
-    python -m tools.wheelhouse check [BUNDLE]     # structure, hashes, RECORDs, size
-    python -m tools.wheelhouse lock               # re-resolve tools/wheelhouse.lock
+    python -m tools wheelhouse [build] [--sm sm90] [--out dist/...tar.xz]
+    python -m tools wheelhouse check [BUNDLE]     # structure, hashes, RECORDs, size
+    python -m tools wheelhouse lock               # rewrite requirements.txt's hashes
 
 The bundle is ONE solid tar.xz (at most 64 MiB: the GPU call carries the working tree
 plus this file, 64 MiB in all) holding::
 
     qsv-wheelhouse/
-      wheels/*.whl        the patched sglang cp312 wheel (tools.wheel, qsv/upstream)
-                          + every wheel of tools/wheelhouse.lock, re-packed ZIP_STORED
+      wheels/*.whl        the patched sglang cp312 wheel (tools/wheel.py, qsv/upstream)
+                          + every wheel of requirements.txt, re-packed ZIP_STORED
                           (xz then compresses all of them together, far better than
                           deflate per file), RECORD rewritten; sglang-kernel keeps
                           one SM directory and drops FA3/FlashMLA/InfLLM ops, xgrammar
-                          drops its static library
+                          drops its static library (bundle.toml's [slim.*])
       SHA256SUMS          of wheels/*.whl (install.sh checks it first)
       MANIFEST.json       per wheel: version, original file and sha256, dropped files
       install.sh          pip install --no-index --no-deps --target DIR wheels/*.whl
       check_imports.py    imports the GPU path; lists every missing module in one run
       README.txt
 
-Downloads are cached, hash-checked, under build/cache/wheelhouse/; a rebuild reuses
-them and needs no network.
+The re-packed wheels are not the files that requirements.txt hashes, so the GPU host
+checks SHA256SUMS (of the re-packed files) rather than the lock; MANIFEST.json ties
+each re-packed wheel to the locked file it was made from. Downloads are cached,
+hash-checked, under build/cache/wheelhouse/; a rebuild reuses them and needs no
+network.
 """
 
-import argparse
 import fnmatch
 import hashlib
 import io
@@ -32,267 +35,34 @@ import json
 import lzma
 import os
 import re
-import subprocess
-import sys
 import tarfile
 import tempfile
 import time
-import tomllib
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from tools import PROJECT_ROOT, ToolError
+from tools.gpu_bundle.lock import (
+    FILES_DIR,
+    LOCK_PATH,
+    Lock,
+    fetch_locked,
+    load_lock,
+    normalize,
+)
 from tools.pin import sha256_file
 from tools.wheel import check_record, dist_info_dir, read_members, write_wheel
 
-LOCK_PATH = PROJECT_ROOT / "tools" / "wheelhouse.lock"
-FILES_DIR = PROJECT_ROOT / "tools" / "gpu_bundle"
 TOP = "qsv-wheelhouse"
 MiB = 1 << 20
 # fixed metadata for a reproducible tar: same inputs, same bytes
 TAR_MTIME = 1764201600  # 2025-11-27 00:00:00 UTC
 
 
-def normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def default_bundle(sm: str) -> Path:
     return PROJECT_ROOT / "dist" / f"qsv-wheelhouse-cp312-{sm}.tar.xz"
-
-
-# ------------------------------------------------------------------------ lock
-
-
-@dataclass(frozen=True)
-class LockedWheel:
-    name: str
-    version: str
-    why: str
-    filename: str
-    sha256: str
-    drop: Tuple[str, ...] = ()
-    sm_dirs: Optional[str] = None
-
-
-@dataclass
-class Lock:
-    path: Path
-    python_version: str
-    implementation: str
-    abis: List[str]
-    manylinux_max: int
-    max_mib: float
-    default_sm: str
-    host_packages: List[str]
-    host_versions: Dict[str, str]
-    override: List[str]
-    unsatisfied: Dict[str, List[str]]
-    wheels: List[LockedWheel] = field(default_factory=list)
-
-    def platforms(self) -> List[str]:
-        tags = [f"manylinux_2_{n}_x86_64" for n in range(self.manylinux_max, 4, -1)]
-        return tags + [
-            "manylinux2014_x86_64",
-            "manylinux2010_x86_64",
-            "manylinux1_x86_64",
-        ]
-
-    def pip_download_cmd(self, dest: Path, requirements: List[str]) -> List[str]:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps"]
-        cmd += ["--only-binary=:all:", "--python-version", self.python_version]
-        cmd += ["--implementation", self.implementation]
-        for abi in self.abis:
-            cmd += ["--abi", abi]
-        for platform in self.platforms():
-            cmd += ["--platform", platform]
-        cmd += ["--progress-bar", "off", "--disable-pip-version-check"]
-        return cmd + ["-d", str(dest), *requirements]
-
-
-def load_lock(path: Path = LOCK_PATH) -> Lock:
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ToolError(f"lock file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ToolError(f"{path}: not valid TOML: {exc}") from None
-    try:
-        bundle, host = data["bundle"], data["host"]
-        lock = Lock(
-            path=Path(path),
-            python_version=bundle["python_version"],
-            implementation=bundle["implementation"],
-            abis=list(bundle["abis"]),
-            manylinux_max=int(bundle["manylinux_max"]),
-            max_mib=float(bundle["max_mib"]),
-            default_sm=bundle["default_sm"],
-            host_packages=[normalize(p) for p in host["packages"]],
-            host_versions={
-                normalize(k): v for k, v in host.get("versions", {}).items()
-            },
-            override=[normalize(p) for p in host.get("override", [])],
-            unsatisfied={
-                normalize(k): [normalize(x) for x in v]
-                for k, v in host.get("unsatisfied", {}).items()
-            },
-        )
-        for entry in data.get("wheel", []):
-            lock.wheels.append(
-                LockedWheel(
-                    name=normalize(entry["name"]),
-                    version=entry["version"],
-                    why=entry.get("why", ""),
-                    filename=entry.get("filename", ""),
-                    sha256=entry.get("sha256", "").lower(),
-                    drop=tuple(entry.get("drop", ())),
-                    sm_dirs=entry.get("sm_dirs"),
-                )
-            )
-    except KeyError as exc:
-        raise ToolError(f"{path}: missing key {exc}") from None
-    names = [w.name for w in lock.wheels]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ToolError(f"{path}: listed twice: {dupes}")
-    return lock
-
-
-def lock_problems(lock: Lock) -> List[str]:
-    """Consistency of the lock itself (no download): every entry pinned, file names
-    that match name and version, no host package bundled unless overridden."""
-    problems = []
-    for w in lock.wheels:
-        if not w.filename or not re.fullmatch(r"[0-9a-f]{64}", w.sha256):
-            problems.append(
-                f"{w.name}: no filename/sha256 (run: python -m tools.wheelhouse lock)"
-            )
-            continue
-        parts = w.filename[: -len(".whl")].split("-")
-        if not w.filename.endswith(".whl") or len(parts) not in (5, 6):
-            problems.append(f"{w.name}: {w.filename} is not a wheel file name")
-            continue
-        if normalize(parts[0]) != w.name or parts[1] != w.version:
-            problems.append(
-                f"{w.name}=={w.version}: file {w.filename} is another release"
-            )
-        py, abi, plat = parts[-3:]
-        if not _python_ok(py.split("."), abi):
-            problems.append(
-                f"{w.name}: python tag {py}-{abi} does not fit CPython 3.12"
-            )
-        if abi not in lock.abis:
-            problems.append(f"{w.name}: ABI {abi} is not one of {lock.abis}")
-        if plat != "any" and not set(plat.split(".")) & set(lock.platforms()):
-            problems.append(f"{w.name}: platform {plat} is not manylinux x86_64")
-        if w.name in lock.host_packages and w.name not in lock.override:
-            problems.append(f"{w.name}: the GPU host has it already (host.packages)")
-    return problems
-
-
-def _python_ok(tags: List[str], abi: str) -> bool:
-    for tag in tags:
-        if tag in ("py3", "cp312") or re.fullmatch(r"py3\d*", tag):
-            return True
-        m = re.fullmatch(r"cp3(\d+)", tag)
-        if m and abi == "abi3" and int(m.group(1)) <= 12:
-            return True
-    return False
-
-
-def update_lock(lock: Lock, cache_dir: Path) -> List[str]:
-    """Resolve every name==version again and rewrite the filename/sha256 lines."""
-    dest = cache_dir / "wheelhouse"
-    dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest, prefix=".lock-") as tmp:
-        reqs = [f"{w.name}=={w.version}" for w in lock.wheels]
-        _run_pip(lock.pip_download_cmd(Path(tmp), reqs))
-        found = {}
-        for f in Path(tmp).glob("*.whl"):
-            found[normalize(f.name.split("-")[0])] = f
-        text = lock.path.read_text()
-        changed = []
-        for w in lock.wheels:
-            got = found.get(w.name)
-            if got is None:
-                raise ToolError(f"pip gave no wheel for {w.name}=={w.version}")
-            digest = sha256_file(got)
-            if (got.name, digest) != (w.filename, w.sha256):
-                changed.append(f"{w.name}: {w.filename or '-'} -> {got.name}")
-            text = _set_entry(text, w.name, got.name, digest)
-            target = dest / got.name
-            if not target.exists():
-                os.replace(got, target)
-        lock.path.write_text(text)
-    return changed
-
-
-def _set_entry(text: str, name: str, filename: str, digest: str) -> str:
-    blocks = re.split(r"(?m)^(?=\[\[wheel\]\])", text)
-    for i, block in enumerate(blocks):
-        m = re.search(r'(?m)^name = "([^"]+)"', block)
-        if not block.startswith("[[wheel]]") or not m or normalize(m.group(1)) != name:
-            continue
-        block = re.sub(r'(?m)^(filename|sha256) = ".*"\n', "", block)
-        block = (
-            block.rstrip("\n") + f'\nfilename = "{filename}"\nsha256 = "{digest}"\n\n'
-        )
-        blocks[i] = block
-    return "".join(blocks).rstrip("\n") + "\n"
-
-
-# -------------------------------------------------------------------- download
-
-
-def _run_pip(cmd: List[str]) -> None:
-    print("wheelhouse: " + " ".join(cmd[:3]) + f" ... ({len(cmd)} args)", flush=True)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise ToolError(
-            f"pip download failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
-        )
-
-
-def fetch_locked(lock: Lock, cache_dir: Path) -> Dict[str, Path]:
-    """Every wheel of the lock, from the cache or downloaded; each sha256-checked."""
-    problems = lock_problems(lock)
-    if problems:
-        raise ToolError(f"{lock.path} is inconsistent:\n  " + "\n  ".join(problems))
-    dest = cache_dir / "wheelhouse"
-    dest.mkdir(parents=True, exist_ok=True)
-    missing = [w for w in lock.wheels if not (dest / w.filename).exists()]
-    if missing:
-        with tempfile.TemporaryDirectory(dir=dest, prefix=".download-") as tmp:
-            _run_pip(
-                lock.pip_download_cmd(
-                    Path(tmp), [f"{w.name}=={w.version}" for w in missing]
-                )
-            )
-            for w in missing:
-                got = Path(tmp) / w.filename
-                if not got.exists():
-                    names = ", ".join(p.name for p in Path(tmp).iterdir())
-                    raise ToolError(
-                        f"pip did not give {w.filename} for {w.name}=={w.version} "
-                        f"(got: {names}); the index changed? rerun `python -m "
-                        "tools.wheelhouse lock` and review the diff"
-                    )
-                os.replace(got, dest / w.filename)
-    paths = {}
-    for w in lock.wheels:
-        path = dest / w.filename
-        actual = sha256_file(path)
-        if actual != w.sha256:
-            rejected = path.with_name(path.name + ".rejected")
-            os.replace(path, rejected)
-            raise ToolError(
-                f"refusing {w.filename}: sha256 {actual}, the lock says {w.sha256}; "
-                f"moved aside to {rejected}"
-            )
-        paths[w.name] = path
-    return paths
 
 
 # ---------------------------------------------------------------------- repack
@@ -359,7 +129,7 @@ def repack(
     unused = [p for p in drop if p not in used]
     if unused:
         raise ToolError(
-            f"{src.name}: drop pattern(s) {unused} match nothing; fix the lock"
+            f"{src.name}: drop pattern(s) {unused} match nothing; fix bundle.toml"
         )
     out = dst_dir / src.name
     write_wheel(out, keep, dist, compression=zipfile.ZIP_STORED)
@@ -432,16 +202,16 @@ def size_table(repacked: List[Repacked]) -> str:
 def _inputs_key(lock: Lock, sglang_wheel: Path, sm: str, xz_preset: int) -> str:
     """What the bundle is made of: a rebuild with the same key gives the same bytes."""
     digest = hashlib.sha256()
+    sources = sorted(FILES_DIR.glob("*.py")) + [PROJECT_ROOT / "tools" / "wheel.py"]
     for part in (
         "format 1",
         sm,
         str(xz_preset),
         lock.path.read_bytes(),
+        lock.settings_path.read_bytes(),
         sha256_file(sglang_wheel),
         (FILES_DIR / "install.sh").read_bytes(),
-        (FILES_DIR / "check_imports.py").read_bytes(),
-        Path(__file__).read_bytes(),
-        (Path(__file__).parent / "wheel.py").read_bytes(),
+        *(path.read_bytes() for path in sources),
     ):
         data = part if isinstance(part, bytes) else part.encode()
         digest.update(len(data).to_bytes(8, "big") + data)
@@ -594,7 +364,7 @@ def build_bundle(
     if size > max_mib * MiB:
         raise ToolError(
             f"{out.name} is {size / MiB:.2f} MiB, over the {max_mib:g} MiB limit "
-            "(see the size table above); drop or slim a wheel in tools/wheelhouse.lock"
+            "(see the size table above); drop or slim a wheel in tools/gpu_bundle/"
         )
     return out
 
@@ -673,86 +443,3 @@ def check_bundle(
                     f"{entry['name']}: made from a file the lock does not pin"
                 )
     return problems
-
-
-# ------------------------------------------------------------------------- cli
-
-
-def main(argv=None) -> int:
-    from tools.__main__ import _add_path_options, _paths
-
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.wheelhouse",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "command", nargs="?", default="build", choices=["build", "check", "lock"]
-    )
-    parser.add_argument(
-        "bundle", nargs="?", type=Path, default=None, help="check: the tar.xz"
-    )
-    _add_path_options(parser)
-    parser.add_argument("--lock", type=Path, default=LOCK_PATH)
-    parser.add_argument(
-        "--sm",
-        default=None,
-        help="sgl_kernel SM directory: sm90 (H100/H200, default) or sm100 (any other GPU)",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="default: dist/qsv-wheelhouse-cp312-<sm>.tar.xz",
-    )
-    parser.add_argument(
-        "--sglang-wheel",
-        type=Path,
-        default=None,
-        help="use this patched cp312 wheel instead of building one",
-    )
-    parser.add_argument("--xz-preset", type=int, default=9)
-    parser.add_argument(
-        "--max-mib",
-        type=float,
-        default=None,
-        help="size limit (default: the lock's, 64)",
-    )
-    parser.add_argument("--allow-stale", action="store_true", help="see tools.wheel")
-    parser.add_argument(
-        "--force", action="store_true", help="rebuild even if the inputs did not change"
-    )
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "lock":
-            changed = update_lock(load_lock(args.lock), args.cache_dir)
-            print(
-                "\n".join(changed) if changed else "wheelhouse: the lock is up to date"
-            )
-        elif args.command == "check":
-            lock = load_lock(args.lock)
-            bundle = args.bundle or default_bundle(args.sm or lock.default_sm)
-            problems = check_bundle(bundle, lock, args.max_mib)
-            if problems:
-                raise ToolError(f"{bundle}:\n  " + "\n  ".join(problems))
-            print(f"wheelhouse: {bundle} ok ({bundle.stat().st_size / MiB:.2f} MiB)")
-        else:
-            build_bundle(
-                _paths(args),
-                sm=args.sm,
-                out=args.out,
-                lock_path=args.lock,
-                sglang_wheel=args.sglang_wheel,
-                xz_preset=args.xz_preset,
-                max_mib=args.max_mib,
-                allow_stale=args.allow_stale,
-                force=args.force,
-            )
-    except ToolError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
