@@ -411,13 +411,17 @@ def encoder_stream(device: torch.device):
     try:
         from torch.cuda.green_contexts import GreenContext
 
-        context = GreenContext.create(sms, device.index or 0)
+        # keywords: torch 2.14 (SGLang 0.5.23) takes them only
+        context = GreenContext.create(num_sms=sms, device_id=device.index or 0)
         raw = context.Stream()
-        stream = torch.cuda.Stream(
-            stream_id=raw.stream_id,
-            device_index=raw.device_index,
-            device_type=raw.device_type,
-        )
+        if isinstance(raw, torch.cuda.Stream):  # torch >= 2.14: already one
+            stream = raw
+        else:  # torch 2.11 (SGLang 0.5.17): a generic torch.Stream
+            stream = torch.cuda.Stream(
+                stream_id=raw.stream_id,
+                device_index=raw.device_index,
+                device_type=raw.device_type,
+            )
         with torch.cuda.stream(stream):  # fail here, not in the first request
             probe = torch.ones(8, device=device) * 2
         stream.synchronize()
