@@ -5,7 +5,7 @@
 # on the tree (make check), then runs the README's test command (make test), all on the
 # default release of pin.toml (0.5.17). Then, for every other pinned release (0.5.23):
 # its own venv (make setup PIN=...), its tree (make apply PIN=...), make verify PIN=...
-# and its model tests (make test PIN=..., the Makefile's MODEL_TESTS).
+# and its model tests (make test PIN=..., the Makefile's MODEL_TESTS and MODEL_SELECT).
 # Prints the time of every stage; any failure is fatal, including pytest's exit 5 (no
 # tests collected).
 # Records the run in build/ci/ (read by make pr): last-run.json (commit, times,
