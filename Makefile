@@ -1,11 +1,38 @@
-# Quicksviewer for SGLang 0.5.17: patch series + overlay on the pinned upstream.
+# Quicksviewer for SGLang 0.5.17 (and 0.5.23, PIN=0.5.23): patch series + overlay on
+# the pinned upstream.
 # Every target installs what it needs (make setup) first; see README.md.
 
 PYTHON ?= python3.11
+# make <target> PIN=<version>: another pinned SGLang release of pin.toml (0.5.23), with
+# its own venv, requirements and tree; no PIN (or PIN=<the default>): the default
+# release, as below. The names are tools/pin.py's (release_suffix).
+PIN ?=
+DEFAULT_PIN := $(shell sed -n 's/^default *= *"\(.*\)"/\1/p' pin.toml)
+ifeq ($(filter-out $(DEFAULT_PIN),$(PIN)),)
 VENV ?= .venv
-VPY := $(VENV)/bin/python
 BUILD ?= build/sglang
+REQUIREMENTS ?= tools/requirements-cpu.txt
+else
+VENV ?= .venv-$(PIN)
+BUILD ?= build/sglang-$(PIN)
+REQUIREMENTS ?= tools/requirements-cpu-$(PIN).txt
+endif
+RELEASE := $(if $(PIN),--release $(PIN))
+VPY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# what make test runs: the whole suite on the default release; on another release the
+# model tests (config, Engine and server parity on the tiny checkpoints, bad input,
+# the upstream-style test, return_segments), the tooling being release-independent
+# (CI runs both). There the parity runs in fp32 only (MODEL_SELECT: the bf16 cases and
+# test_model_limits.py, the overlay's own checks, run on the default release) to keep
+# CI within its time budget (docs/design.md, "CI")
+MODEL_TESTS := tests/test_model_config.py tests/test_engine_smoke.py \
+	tests/test_model_parity.py tests/test_model_server.py \
+	tests/test_upstream_overlay.py tests/test_model_segments.py
+MODEL_SELECT := -k "not bf16"
+OTHER_RELEASE := $(filter-out $(DEFAULT_PIN),$(PIN))
+TESTS ?= $(if $(OTHER_RELEASE),$(MODEL_TESTS),tests)
+TEST_SELECT ?= $(if $(OTHER_RELEASE),$(MODEL_SELECT))
 # make test JUNIT=path also writes pytest's JUnit report of tests/ there (CI does)
 JUNIT ?=
 
@@ -13,16 +40,19 @@ JUNIT ?=
 # make apply SGLANG_SRC=/path/to/sglang builds the base from a checkout at v0.5.17
 APPLY_FLAGS := --link-venv $(VENV) $(if $(FORCE),--force) \
 	$(if $(SGLANG_SRC),--sglang-src $(SGLANG_SRC))
+TREE := --build-dir $(BUILD) $(RELEASE)
 
-.PHONY: help setup pins fetch apply export export-cpu verify check pr test demo bench
+.PHONY: help setup pins fetch apply port export export-cpu verify check pr test demo bench
 
 help:
 	@echo "make demo      serve a tiny Quicksviewer on CPU and ask it about a generated video"
 	@echo "make test      setup + apply + the whole test suite"
-	@echo "make setup     create/refresh $(VENV) from tools/requirements-cpu.txt"
-	@echo "make pins      re-resolve tools/requirements-cpu.in into the exact pins of tools/requirements-cpu.txt"
+	@echo "make setup     create/refresh $(VENV) from $(REQUIREMENTS)"
+	@echo "make pins      re-resolve $(REQUIREMENTS:.txt=.in) into the exact pins of $(REQUIREMENTS)"
 	@echo "make apply     build $(BUILD): pinned SGLang + patches/ + overlay/ + patches/cpu/"
 	@echo "make export    write patches/ and overlay/ back from $(BUILD)"
+	@echo "make port PIN=0.5.23 PATCH=<entry>  port a series entry to that release"
+	@echo "...  PIN=0.5.23  any of these on the second pinned release ($(BUILD), $(VENV))"
 	@echo "make export-cpu  same, but your new commits join the CPU group"
 	@echo "make verify    check the series on a fresh pinned tree"
 	@echo "make videomme PARQUET=... VIDEOS=... [SERVER=url]  Video-MME through a running server"
@@ -31,40 +61,47 @@ help:
 	@echo "make pr        apply + check, then the upstream PR kit in out/pr/"
 
 setup:
-	@$(PYTHON) -m tools setup --venv $(VENV) --requirements tools/requirements-cpu.txt
+	@$(PYTHON) -m tools setup --venv $(VENV) --requirements $(REQUIREMENTS)
 
-# deliberate: rewrites tools/requirements-cpu.txt from pip's resolution of
-# tools/requirements-cpu.in (review the diff; the next make setup installs it)
+# deliberate: rewrites $(REQUIREMENTS) from pip's resolution of
+# $(REQUIREMENTS:.txt=.in) (review the diff; the next make setup installs it)
 pins: setup
-	$(VPY) -m tools pins
+	$(VPY) -m tools pins --requirements-in $(REQUIREMENTS:.txt=.in) --requirements $(REQUIREMENTS)
 
 fetch: setup
-	$(VPY) -m tools fetch
+	$(VPY) -m tools fetch $(RELEASE)
 
 apply: setup
-	$(VPY) -m tools apply --build-dir $(BUILD) $(APPLY_FLAGS)
+	$(VPY) -m tools apply $(TREE) $(APPLY_FLAGS)
+
+# make port PIN=0.5.23 PATCH=<series file name, or cpu/<name>>: the tree up to that
+# entry, with it applied (git am --reject) for porting; then make export PIN=0.5.23
+# (docs/design.md, "Porting a patch")
+port: setup
+	$(if $(PATCH),,$(error give PATCH=<series entry>, e.g. PATCH=0005-...patch))
+	$(VPY) -m tools apply $(TREE) $(APPLY_FLAGS) --port $(PATCH)
 
 export: setup
-	$(VPY) -m tools export --build-dir $(BUILD)
+	$(VPY) -m tools export $(TREE)
 
 export-cpu: setup
-	$(VPY) -m tools export --build-dir $(BUILD) --to-cpu
+	$(VPY) -m tools export $(TREE) --to-cpu
 
 verify: setup
-	$(VPY) -m tools verify $(if $(SGLANG_SRC),--sglang-src $(SGLANG_SRC))
+	$(VPY) -m tools verify $(RELEASE) $(if $(SGLANG_SRC),--sglang-src $(SGLANG_SRC))
 
 # the pre-submit gate: the tree clean and built from the current inputs, compileall,
 # black + isort (overlay), codespell, missing-comma guard (tools/check.py)
 check: setup
-	$(VPY) -m tools check --build-dir $(BUILD)
+	$(VPY) -m tools check $(TREE)
 
 # the upstream PR kit: out/pr/*.patch (qsv/base..qsv/upstream) + out/pr/DESCRIPTION.md
 pr: apply
-	$(VPY) -m tools check --build-dir $(BUILD)
-	$(VPY) -m tools pr --build-dir $(BUILD)
+	$(VPY) -m tools check $(TREE)
+	$(VPY) -m tools pr $(TREE)
 
 test: apply
-	$(VPY) -m pytest tests $(PYTEST_ARGS) $(if $(JUNIT),--junitxml=$(JUNIT))
+	$(VPY) -m pytest $(TESTS) $(TEST_SELECT) $(PYTEST_ARGS) $(if $(JUNIT),--junitxml=$(JUNIT))
 
 demo: apply
 	$(VPY) -m tools demo
@@ -76,10 +113,10 @@ SM ?= sm90
 WHEEL_FLAGS ?=
 .PHONY: wheel wheelhouse wheelhouse-check
 wheel: apply
-	$(VPY) -m tools wheel --build-dir $(BUILD) $(WHEEL_FLAGS)
+	$(VPY) -m tools wheel $(TREE) $(WHEEL_FLAGS)
 
 wheelhouse: apply
-	$(VPY) -m tools wheelhouse build --build-dir $(BUILD) --sm $(SM)
+	$(VPY) -m tools wheelhouse build $(TREE) --sm $(SM)
 
 wheelhouse-check: setup
 	$(VPY) -m tools wheelhouse check --sm $(SM)

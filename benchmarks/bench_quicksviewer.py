@@ -71,12 +71,11 @@ def sglang_components(args) -> dict:
     from sglang.srt.managers.io_struct import GenerateReqInput
     from sglang.srt.models.quicksviewer import QuicksviewerForCausalLM
     from sglang.srt.multimodal.processors.quicksviewer import QuicksviewerProcessor
-    from sglang.srt.runtime_context import publish
     from sglang.srt.server_args import ServerArgs
     from sglang.srt.utils.network import get_free_port
     from transformers import AutoTokenizer
 
-    from tools.sglang_inprocess import weights
+    from tools.sglang_inprocess import publish_as_scheduler, weights
 
     server_args = ServerArgs(
         model_path=args.model,
@@ -86,7 +85,7 @@ def sglang_components(args) -> dict:
         # in-process: the frames stay a tensor (no CUDA IPC proxy)
         mm_feature_transport="cpu",
     )
-    publish(server_args, role="scheduler")
+    publish_as_scheduler(server_args)
     init_distributed_environment(
         backend="nccl" if args.device == "cuda" else "gloo",
         world_size=1,
@@ -94,7 +93,7 @@ def sglang_components(args) -> dict:
         local_rank=0,
         distributed_init_method=f"tcp://127.0.0.1:{get_free_port()}",
     )
-    initialize_model_parallel(1)
+    initialize_model_parallel()  # one rank (0.5.23: widths from the server args)
     config = QuicksviewerConfig.from_pretrained(args.model)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     processor = QuicksviewerProcessor(config, server_args, tokenizer, None)

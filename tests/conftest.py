@@ -16,8 +16,38 @@ import pytest
 pytest_plugins = ["tests.quicksviewer_fixtures"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-BUILD_TREE = PROJECT_ROOT / "build" / "sglang"
 CACHE_DIR = PROJECT_ROOT / "build" / "cache"
+
+
+def _linked_tree() -> Path:
+    """The patched tree this interpreter imports sglang from: the one make apply
+    linked into its venv (build/sglang for .venv, build/sglang-<release> for
+    .venv-<release>); build/sglang when the venv links none."""
+    import site
+
+    for directory in site.getsitepackages():
+        pth = Path(directory) / "qsv-sglang.pth"
+        if pth.is_file():
+            return Path(pth.read_text().strip()).parent
+    return PROJECT_ROOT / "build" / "sglang"
+
+
+def _tree_version(tree: Path) -> str:
+    """The SGLang version of a tree laid out from a wheel (its _version.py)."""
+    import re
+
+    version = tree / "python" / "sglang" / "_version.py"
+    if not version.is_file():
+        return ""
+    found = re.search(
+        r"""^__version__ = version = ['"]([^'"]+)""", version.read_text(), re.M
+    )
+    return found.group(1) if found else ""
+
+
+# the tree and the SGLang release the model tests run against (make test PIN=...)
+BUILD_TREE = _linked_tree()
+SGLANG_VERSION = _tree_version(BUILD_TREE)
 
 if str(PROJECT_ROOT) not in sys.path:  # tests import tools.*
     sys.path.insert(0, str(PROJECT_ROOT))

@@ -34,6 +34,8 @@ def run_ci(tmp_path, fail_stage=""):
     repo = tmp_path / "clone"
     (repo / "ci").mkdir(parents=True)
     shutil.copy(PROJECT_ROOT / "ci" / "cpu.sh", repo / "ci" / "cpu.sh")
+    # the project's pins: the default release first, then each other one
+    shutil.copy(PROJECT_ROOT / "pin.toml", repo / "pin.toml")
     (repo / ".gitignore").write_text("/build/\n")
     git(repo, "init", "-q")
     git(repo, "add", "-A")
@@ -69,10 +71,26 @@ def test_a_passing_run_is_recorded(tmp_path):
         "verify",
         "check",
         "test",
+        # the second pin: its venv, tree, verify and model tests
+        "setup-0.5.23",
+        "apply-0.5.23",
+        "verify-0.5.23",
+        "test-0.5.23",
     ]
     assert all(s["status"] == "ok" and s["exit"] == 0 for s in record["stages"])
     log = (tmp_path / "make.log").read_text().splitlines()
-    assert f"make test PYTEST_ARGS=-ra JUNIT={repo}/build/ci/pytest.xml" in log
+    assert log == [
+        "make setup",
+        "make apply",
+        "make verify",
+        "make check",
+        f"make test PYTEST_ARGS=-ra JUNIT={repo}/build/ci/pytest.xml",
+        "make setup PIN=0.5.23",
+        "make apply PIN=0.5.23",
+        "make verify PIN=0.5.23",
+        f"make test PIN=0.5.23 PYTEST_ARGS=-ra JUNIT={repo}/build/ci/pytest-0.5.23.xml",
+    ]
+    assert (repo / "build/ci/pytest-0.5.23.xml").is_file()
     # and make pr reads it
     ci = ci_results(repo / "build" / "ci")
     assert ci["pytest"]["passed"] == 3 and ci["pytest"]["failures"] == 1

@@ -15,13 +15,15 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BUILD_TREE
+from conftest import BUILD_TREE, PROJECT_ROOT, SGLANG_VERSION
+
+from tools.pin import pinned_releases
 
 MAX_NEW_TOKENS = 16
 PROMPTS = ["hello world, this is a tiny test", "the quick brown fox"]
 ENGINE_TIMEOUT_S = 420
 
-# what SGLang 0.5.17 needs on a CPU host (see docs/design.md, "CPU hosts")
+# what SGLang (0.5.17, 0.5.23) needs on a CPU host (see docs/design.md, "CPU hosts")
 ENGINE_ARGS = dict(
     device="cpu",
     attention_backend="torch_native",
@@ -165,7 +167,9 @@ def test_engine_matches_transformers_greedy(tiny_qwen2, tmp_path):
 
     # the Engine ran from the patched tree, not from some installed sglang
     assert Path(result["sglang_file"]).is_relative_to(BUILD_TREE / "python"), result
-    assert result["version"] == "0.5.17"
+    # ... of the release under test (make test PIN=...), one of the pinned ones
+    assert result["version"] == SGLANG_VERSION, result
+    assert SGLANG_VERSION in pinned_releases(PROJECT_ROOT / "pin.toml")[1]
 
     expected = transformers_greedy(tiny_qwen2, PROMPTS)
     assert [len(ids) for ids in expected] == [MAX_NEW_TOKENS] * len(PROMPTS)

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SGLANG_VERSION
+
 from tests.quicksviewer_fixtures import (
     QUESTION,
     as_reported,
@@ -270,10 +272,15 @@ def test_video_url_fps_and_max_frames(server, videos, tmp_path):
     item = {"url": path, "fps": 2, "max_frames": 30}
     generated = server.ok("/generate", generate_payload(item, 1))
     assert generated["meta_info"]["prompt_tokens"] == sampled["usage"]["prompt_tokens"]
+    ours = "takes the keys url (required), fps"
+    # SGLang's HTTP layer refuses unknown keys of a video object itself since 0.5.23
+    # (a 400 that names the key), before the model's processor sees the request
+    since_0_5_23 = tuple(map(int, SGLANG_VERSION.split("."))) >= (0, 5, 23)
+    unknown_key = "unknown field `frames`" if since_0_5_23 else ours
     for bad, message in (
         ({"url": path, "max_frames": 1}, "max_frames must be between 2 and"),
-        ({"url": path, "frames": 8}, "takes the keys url (required), fps"),
-        ({"fps": 2}, "takes the keys url (required), fps"),
+        ({"url": path, "frames": 8}, unknown_key),
+        ({"fps": 2}, ours),
     ):
         response = server.post("/generate", generate_payload(bad, 1))
         assert response.status_code == 400, response.text

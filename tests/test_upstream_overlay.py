@@ -2,7 +2,8 @@
 
 overlay/test/registered/vlm/test_quicksviewer.py is the test that goes upstream with
 the model (it starts its own Engine and writes its own videos). Here it runs from
-build/sglang, as upstream's CI runs it from its checkout, on the converted fp32 tiny
+the tree under test (build/sglang, or build/sglang-<release> with make test
+PIN=...), as upstream's CI runs it from its checkout, on the converted fp32 tiny
 checkpoint, in a subprocess of its own (its own process group, killed on timeout).
 """
 
@@ -14,9 +15,10 @@ import signal
 import subprocess
 import sys
 
+from conftest import BUILD_TREE
+
 from tests.quicksviewer_fixtures import PROJECT_ROOT
 
-BUILD_TREE = PROJECT_ROOT / "build" / "sglang"
 UPSTREAM_TEST = "test/registered/vlm/test_quicksviewer.py"
 TIMEOUT_S = 420
 

@@ -6,7 +6,8 @@ Commands:
   pins        re-resolve tools/requirements-cpu.in into the exact pins of
               tools/requirements-cpu.txt (review the diff, then make setup)
   fetch       download the pinned wheel into the cache and check its sha256
-  apply       build the patched SGLang tree (build/sglang): base + series + overlay + CPU
+  apply       build the patched SGLang tree (build/sglang): base + series + overlay + CPU;
+              --port ENTRY stops at one entry for porting it to a release (make port)
   export      write patches/, patches/cpu/ and overlay/ back from the tree
   verify      check the series on a fresh pinned tree: applies, compiles, formatted,
               guards; and that the GitHub workflows lint clean
@@ -21,6 +22,11 @@ Commands:
   tiny        write a seeded tiny (or full-size random) original-format checkpoint
   tokenizer   write the Qwen2.5 / Quicksviewer tokenizer
   demo        serve a tiny Quicksviewer on CPU and ask it about a generated video
+
+The tree commands take --release <version> (make PIN=<version>): a pinned release of
+pin.toml other than the default one, whose tree is build/sglang-<version> and whose
+series are patches/ with the variants of patches/<version>/ (docs/design.md, "Two
+releases").
 
 Every failure the tools foresee is a ToolError: printed as ``error: ...`` without a
 traceback, exit status 2. Commands import what they need only when they run, so
@@ -48,18 +54,29 @@ PATH_OPTIONS = {
         "overlay",
         "files copied into the tree at the same relative paths",
     ),
-    "--build-dir": ("build/sglang", "the patched tree (a git repository)"),
+    "--build-dir": (
+        None,
+        "the patched tree (a git repository; default: build/sglang, "
+        "build/sglang-<release> for a release other than the default)",
+    ),
     "--cache-dir": ("build/cache", "hash-checked downloads"),
 }
 
 
 def _add_paths(parser: argparse.ArgumentParser, options: dict) -> None:
     for flag, (default, help) in options.items():
-        parser.add_argument(flag, type=Path, default=PROJECT_ROOT / default, help=help)
+        default = None if default is None else PROJECT_ROOT / default
+        parser.add_argument(flag, type=Path, default=default, help=help)
 
 
 def _add_path_options(parser: argparse.ArgumentParser) -> None:
     _add_paths(parser, PATH_OPTIONS)
+    parser.add_argument(
+        "--release",
+        default=None,
+        help="the pinned SGLang release (make PIN=...; default: pin.toml's default); "
+        "its patches are patches/ with the variants of patches/<release>/",
+    )
 
 
 def _add_src_option(parser: argparse.ArgumentParser) -> None:
@@ -73,14 +90,18 @@ def _add_src_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _paths(args):
+    from tools.pin import load_pin, release_build_dir
     from tools.tree import Paths
 
+    pin = load_pin(args.pin.resolve(), args.release)
+    build = args.build_dir or release_build_dir(pin, PROJECT_ROOT / "build")
     return Paths(
         pin=args.pin.resolve(),
         patches=args.patches_dir.resolve(),
         overlay=args.overlay_dir.resolve(),
-        build=args.build_dir.resolve(),
+        build=build.resolve(),
         cache=args.cache_dir.resolve(),
+        release=None if pin.is_default else pin.version,
     )
 
 
@@ -108,13 +129,20 @@ def _pins(args):
 def _fetch(args):
     from tools.pin import fetch_wheel, load_pin
 
-    print(fetch_wheel(load_pin(args.pin), args.cache_dir, tag=args.wheel))
+    pin = load_pin(args.pin, args.release)
+    print(fetch_wheel(pin, args.cache_dir, tag=args.wheel))
 
 
 def _apply(args):
     from tools.tree import apply
 
-    apply(_paths(args), force=args.force, src=args.sglang_src, link_venv=args.link_venv)
+    apply(
+        _paths(args),
+        force=args.force,
+        src=args.sglang_src,
+        link_venv=args.link_venv,
+        port=args.port,
+    )
 
 
 def _export(args):
@@ -186,9 +214,16 @@ def _wheelhouse(args):
             raise ToolError(f"{bundle}:\n  " + "\n  ".join(problems))
         print(f"wheelhouse: {bundle} ok ({bundle.stat().st_size / MiB:.2f} MiB)")
     else:
+        paths = _paths(args)
+        if paths.release is not None:
+            # its lock pins the GPU host's packages, which are the default release's
+            raise ToolError(
+                f"the GPU bundle is built from the default release only, not SGLang "
+                f"{paths.release} (make wheelhouse without PIN=)"
+            )
         options = ("sm", "out", "lock_path", "sglang_wheel", "xz_preset", "max_mib")
         options += ("allow_stale", "force")
-        build_bundle(_paths(args), **_pick(args, options))
+        build_bundle(paths, **_pick(args, options))
 
 
 def _convert(args):
@@ -291,6 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="make this virtual environment import sglang from the tree (.pth file)",
+    )
+    p.add_argument(
+        "--port",
+        metavar="ENTRY",
+        default=None,
+        help="build the tree up to this series entry (cpu/<name> for the CPU group) "
+        "and leave it applied for porting it to the release (make port)",
     )
 
     p = command(

@@ -1,4 +1,8 @@
-"""The pinned upstream (``pin.toml``) and the hash-checked wheel cache.
+"""The pinned upstream releases (``pin.toml``) and the hash-checked wheel cache.
+
+``pin.toml`` pins several SGLang releases (``[releases."<version>"]``) and names the
+``default`` one; ``load_pin(path)`` is the default release, ``load_pin(path, v)``
+release ``v``.
 
 A wheel is used only after its sha256 matches the pin.  A file whose hash differs is
 moved aside as ``<name>.rejected`` and reported; it is never laid out into a tree.
@@ -13,7 +17,7 @@ import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from tools import ToolError
 
@@ -31,26 +35,61 @@ class Wheel:
 
 @dataclass(frozen=True)
 class Pin:
+    """One pinned SGLang release of ``pin.toml``."""
+
     path: Path
     version: str
     upstream_tag: str
     base_wheel: str
     wheels: Dict[str, Wheel]
+    # the release that make uses without PIN= (pin.toml's ``default``)
+    default_version: str = ""
 
     @property
     def base(self) -> Wheel:
         return self.wheels[self.base_wheel]
 
+    @property
+    def is_default(self) -> bool:
+        return self.version == self.default_version
 
-def load_pin(path: Path) -> Pin:
+
+def _read_pin_file(path: Path) -> dict:
     try:
-        data = tomllib.loads(Path(path).read_text())
+        return tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
         raise ToolError(f"pin file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ToolError(f"{path}: not valid TOML: {exc}") from None
+
+
+def pinned_releases(path: Path) -> Tuple[str, List[str]]:
+    """(the default release, every pinned release in file order) of ``path``."""
+    data = _read_pin_file(path)
+    releases = data.get("releases")
+    if not isinstance(releases, dict) or not releases:
+        raise ToolError(f'{path}: no [releases."<version>"] tables')
+    default = data.get("default")
+    if default not in releases:
+        raise ToolError(
+            f"{path}: default = {default!r} is not one of the pinned releases "
+            f"({', '.join(releases)})"
+        )
+    return default, list(releases)
+
+
+def load_pin(path: Path, release: Optional[str] = None) -> Pin:
+    """The pinned release ``release`` of ``path`` (None: its default release)."""
+    default, versions = pinned_releases(path)
+    version = release or default
+    if version not in versions:
+        raise ToolError(
+            f"SGLang {version} is not pinned in {path}; pinned: {', '.join(versions)} "
+            f"(make ... PIN=<one of them>)"
+        )
+    section = _read_pin_file(path)["releases"][version]
+    where = f'{path} [releases."{version}"]'
     try:
-        section = data["sglang"]
         wheels = {
             tag: Wheel(
                 tag=tag,
@@ -63,16 +102,31 @@ def load_pin(path: Path) -> Pin:
         }
         pin = Pin(
             path=Path(path),
-            version=section["version"],
+            version=version,
             upstream_tag=section["upstream_tag"],
             base_wheel=section["base_wheel"],
             wheels=wheels,
+            default_version=default,
         )
     except KeyError as exc:
-        raise ToolError(f"{path}: missing key {exc}") from None
+        raise ToolError(f"{where}: missing key {exc}") from None
     if pin.base_wheel not in wheels:
-        raise ToolError(f"{path}: base_wheel {pin.base_wheel!r} has no [wheels] entry")
+        raise ToolError(f"{where}: base_wheel {pin.base_wheel!r} has no wheels entry")
+    for wheel in wheels.values():
+        if f"-{version}-" not in wheel.filename:
+            raise ToolError(f"{where}: {wheel.filename} is not SGLang {version}")
     return pin
+
+
+def release_suffix(pin: Pin) -> str:
+    """'' for the default release, '-<version>' for another: the suffix of its
+    tree (build/sglang-<version>), venv (.venv-<version>) and requirements file
+    (tools/requirements-cpu-<version>.txt); the Makefile spells the same names."""
+    return "" if pin.is_default else f"-{pin.version}"
+
+
+def release_build_dir(pin: Pin, build_root: Path) -> Path:
+    return Path(build_root) / f"sglang{release_suffix(pin)}"
 
 
 def sha256_file(path: Path) -> str:

@@ -729,7 +729,7 @@ def make_description(
     runs = gpu_runs(docs)
     from tools.pin import load_pin
 
-    pin = load_pin(paths.pin)
+    pin = load_pin(paths.pin, paths.release)
     base_note = f"SGLang {pin.version} (tag `{pin.upstream_tag}`; " + (
         f"its commit `{state.base_key[4:16]}`)"
         if state.base_key.startswith("src:")

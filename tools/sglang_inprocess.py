@@ -5,6 +5,7 @@ CI's image stages and the component benchmark. Import it only where the patched
 SGLang is importable.
 """
 
+import inspect
 from pathlib import Path
 
 import torch
@@ -32,8 +33,20 @@ def publish_server_args(ckpt: str, device: str = "cpu") -> ServerArgs:
         attention_backend="torch_native" if device == "cpu" else "triton",
         mm_attention_backend="sdpa",
     )
-    publish(server_args, role="scheduler")
+    publish_as_scheduler(server_args)
     return server_args
+
+
+def publish_as_scheduler(server_args: ServerArgs) -> None:
+    """Publish ``server_args`` as a (single-rank) scheduler process does."""
+    kwargs = {}
+    if "ranks" in inspect.signature(publish).parameters:
+        # SGLang >= 0.5.23: a scheduler publishes its place in the topology too
+        from sglang.srt.runtime_context import SpawnRanks
+
+        gpu_id = None if server_args.device == "cpu" else 0
+        kwargs["ranks"] = SpawnRanks(world_rank=0, gpu_id=gpu_id)
+    publish(server_args, role="scheduler", **kwargs)
 
 
 def init_single_rank(ckpt: str, device: str = "cpu") -> None:
@@ -46,7 +59,7 @@ def init_single_rank(ckpt: str, device: str = "cpu") -> None:
         local_rank=0,
         distributed_init_method=f"tcp://127.0.0.1:{get_free_port()}",
     )
-    initialize_model_parallel(1)
+    initialize_model_parallel()  # one rank (0.5.23: widths from the server args)
 
 
 def load_model(ckpt: str, dtype: str, device: str = "cpu"):

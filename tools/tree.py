@@ -15,6 +15,7 @@ build produced, which makes ``apply`` idempotent and lets it recognise user work
 docs/design.md for the rules.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -64,10 +65,17 @@ class Paths:
     overlay: Path = PROJECT_ROOT / "overlay"
     build: Path = PROJECT_ROOT / "build" / "sglang"
     cache: Path = PROJECT_ROOT / "build" / "cache"
+    # the pinned release (pin.toml); None: its default release
+    release: Optional[str] = None
 
     @property
     def cpu_patches(self) -> Path:
         return self.patches / "cpu"
+
+    @property
+    def variants(self) -> Optional[Path]:
+        """``patches/<release>/``: the release's variants (None: default release)."""
+        return self.patches / self.release if self.release else None
 
 
 def log(msg: str) -> None:
@@ -126,12 +134,209 @@ def input_hash(base_key: str, paths: Paths) -> str:
     for group in (paths.patches, paths.cpu_patches):
         series = group / "series"
         add("series", series.read_bytes() if series.exists() else b"")
-        for patch in read_series(group):
-            add("patch:" + patch.name, patch.read_bytes())
+    release = release_inputs(paths)
+    if release.manifest_file is not None and release.manifest_file.is_file():
+        add("variants", release.manifest_file.read_bytes())
+    for entry in release.series + release.cpu:
+        if entry.path is None:
+            add("skip:" + entry.key, b"")
+        else:
+            # (the default release's labels are those of a one-release tree)
+            label = "variant:" + entry.key if entry.variant else "patch:" + entry.name
+            add(label, entry.path.read_bytes())
     for rel in overlay_files(paths.overlay):
         full = paths.overlay / rel
         add(f"overlay:{rel.as_posix()}:{int(_is_executable(full))}", full.read_bytes())
     return digest.hexdigest()
+
+
+# ------------------------------------------------------- per-release variants
+
+VARIANTS_FILE = "variants.toml"
+VARIANTS_HEADER = """\
+# The patches of patches/series and patches/cpu/series that differ on SGLang {release}
+# (docs/design.md, "Two releases"). Every other entry applies to {release} as it is.
+#
+# [variant."<entry>"]: patches/{release}/<entry> replaces patches/<entry> on {release}
+#   (<entry>: a series file name, or cpu/<name> for the CPU group);
+# [skip."<entry>"]: the entry is not applied on {release} (upstream has it already).
+# ported_from: the sha256 of patches/<entry> when it was ported; when that patch
+#   changes, make verify PIN={release} fails until the port is redone (make port).
+# why: what differs on {release}, for the reviewer of that release's pull request.
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One series entry as a release applies it."""
+
+    group: str  # "series" or "cpu"
+    name: str  # the file name in the series file
+    default: Path  # patches/<name> (patches/cpu/<name>)
+    path: Optional[Path]  # the file this release applies; None: skipped
+    variant: bool = False  # path is the release's own patches/<release>/... file
+
+    @property
+    def key(self) -> str:
+        """``<name>`` or ``cpu/<name>``: the entry's key in variants.toml."""
+        return self.name if self.group == "series" else f"cpu/{self.name}"
+
+
+@dataclass
+class ReleaseInputs:
+    """The series and CPU group of one release, with its variants resolved."""
+
+    series: List[Entry]
+    cpu: List[Entry]
+    manifest_file: Optional[Path] = None  # patches/<release>/variants.toml
+    # key -> {"kind": "variant" | "skip", "ported_from": sha256, "why": text}
+    manifest: Dict[str, Dict[str, str]] = field(default_factory=dict)
+
+    def entry(self, key: str) -> Entry:
+        for entry in self.series + self.cpu:
+            if key in (entry.key, entry.name):
+                return entry
+        raise ToolError(
+            f"no series entry {key!r}; the entries are patches/series and "
+            "patches/cpu/series (a CPU patch as cpu/<name>)"
+        )
+
+    def stale(self) -> List[str]:
+        """Variants and skips whose default patch changed since they were ported."""
+        found = []
+        for entry in self.series + self.cpu:
+            record = self.manifest.get(entry.key)
+            if record is not None and record["ported_from"] != sha256_path(
+                entry.default
+            ):
+                found.append(entry.key)
+        return found
+
+    def problems(self) -> List[str]:
+        """What make verify refuses in the manifest: stale ports, missing reasons."""
+        out = []
+        for key in self.stale():
+            out.append(
+                f"patches/{key} changed since its {self.manifest[key]['kind']} for "
+                f"this release was ported (ported_from in {self.manifest_file}); "
+                f"port the change: make port PIN=<release> PATCH={key}"
+            )
+        for key, record in self.manifest.items():
+            if not record.get("why", "").strip():
+                out.append(f"{self.manifest_file}: [{record['kind']}.\"{key}\"] has no why")
+        return out
+
+
+def sha256_path(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def read_manifest(path: Path) -> Dict[str, Dict[str, str]]:
+    """``variants.toml``: entry key -> kind, ported_from, why."""
+    import tomllib
+
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ToolError(f"{path}: not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - {"variant", "skip"})
+    if unknown:
+        raise ToolError(f"{path}: unknown table(s) {unknown}; use variant and skip")
+    manifest: Dict[str, Dict[str, str]] = {}
+    for kind in ("variant", "skip"):
+        for key, record in data.get(kind, {}).items():
+            if key in manifest:
+                raise ToolError(f"{path}: {key} is both a variant and a skip")
+            if not isinstance(record, dict) or not isinstance(
+                record.get("ported_from"), str
+            ):
+                raise ToolError(f'{path}: [{kind}."{key}"] needs ported_from = "..."')
+            manifest[key] = {
+                "kind": kind,
+                "ported_from": record["ported_from"],
+                "why": str(record.get("why", "")),
+            }
+    return manifest
+
+
+def write_manifest(
+    path: Path, release: str, manifest: Dict[str, Dict[str, str]], order: List[str]
+) -> None:
+    """Write ``variants.toml`` (its entries in series order); remove it when empty."""
+    if not manifest:
+        path.unlink(missing_ok=True)
+        return
+    lines = [VARIANTS_HEADER.format(release=release)]
+    for key in sorted(manifest, key=lambda k: order.index(k) if k in order else 1e9):
+        record = manifest[key]
+        lines.append(f"\n[{record['kind']}.{json.dumps(key)}]\n")
+        lines.append(f"ported_from = {json.dumps(record['ported_from'])}\n")
+        lines.append(f"why = {json.dumps(record.get('why', ''))}\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(lines))
+
+
+def release_inputs(paths: "Paths") -> ReleaseInputs:
+    """The series and CPU group that ``paths.release`` applies.
+
+    The default release applies patches/ as it is. Another release applies the same
+    entries, in the same order, except that an entry with a file in
+    ``patches/<release>/`` (``patches/<release>/cpu/`` for the CPU group) uses that
+    file, its variant, and an entry listed under ``[skip]`` of
+    ``patches/<release>/variants.toml`` is not applied. Every variant file must be
+    listed in that manifest and name an entry; anything else is refused here,
+    before a tree is touched.
+    """
+    groups = {"series": paths.patches, "cpu": paths.cpu_patches}
+    variants = paths.variants
+    manifest_file = variants / VARIANTS_FILE if variants is not None else None
+    manifest = read_manifest(manifest_file) if manifest_file is not None else {}
+    resolved: Dict[str, List[Entry]] = {}
+    keys = set()
+    for group, directory in groups.items():
+        entries = []
+        for default in read_series(directory):
+            key = default.name if group == "series" else f"cpu/{default.name}"
+            keys.add(key)
+            record = manifest.get(key)
+            if record is None:
+                entries.append(Entry(group, default.name, default, default))
+            elif record["kind"] == "skip":
+                entries.append(Entry(group, default.name, default, None))
+            else:
+                own = variants / key
+                if not own.is_file():
+                    raise ToolError(
+                        f"{manifest_file}: variant {key} has no file {own}"
+                    )
+                entries.append(Entry(group, default.name, default, own, True))
+        resolved[group] = entries
+    if variants is not None and variants.is_dir():
+        files = sorted(
+            p.relative_to(variants).as_posix()
+            for p in variants.rglob("*.patch")
+        )
+        for key in files:
+            if key not in keys:
+                raise ToolError(
+                    f"{variants / key} is no entry of patches/series or "
+                    "patches/cpu/series (a variant has its entry's file name)"
+                )
+            if manifest.get(key, {}).get("kind") != "variant":
+                raise ToolError(
+                    f"{variants / key} is not listed as a variant in {manifest_file}"
+                )
+    for key in manifest:
+        if key not in keys:
+            raise ToolError(f"{manifest_file}: {key} is no entry of the series")
+    return ReleaseInputs(
+        series=resolved["series"],
+        cpu=resolved["cpu"],
+        manifest_file=manifest_file,
+        manifest=manifest,
+    )
 
 
 # ------------------------------------------------------------------------- state
@@ -146,6 +351,8 @@ class State:
     tip: Optional[str] = None
     known: List[str] = field(default_factory=list)  # earlier tips and exported heads
     format: int = TREE_FORMAT
+    # the entry being ported (make port): the tree stops before it, state.tip
+    porting: Optional[str] = None
 
     @staticmethod
     def path(build: Path) -> Path:
@@ -398,7 +605,7 @@ def _applied_patch(repo: git.Repo, sha: str) -> Optional[Tuple[str, bytes]]:
     return None
 
 
-def _am(repo: git.Repo, patch: Path, group: str) -> None:
+def _am(repo: git.Repo, patch: Path, group: str, hint: str = "") -> None:
     before = rev(repo, "HEAD")
     status, out, err = run_git(
         repo,
@@ -429,8 +636,11 @@ def _am(repo: git.Repo, patch: Path, group: str) -> None:
         f"{group} patch {patch} does not apply:\n"
         + "\n".join(f"  {line}" for line in (detail or (out + err).splitlines()))
         + f"\nThe tree is left at the last good commit: {describe(repo, before)}.\n"
-        "Fix or regenerate the patch (make export writes patches from the tree), "
-        "then run make apply again."
+        + (
+            hint
+            or "Fix or regenerate the patch (make export writes patches from the "
+            "tree), then run make apply again."
+        )
     )
 
 
@@ -516,13 +726,33 @@ def apply(
     src: Optional[Path] = None,
     link_venv: Optional[Path] = None,
     pack: bool = True,
+    port: Optional[str] = None,
 ) -> State:
-    """Make ``paths.build`` the patched tree; see the module docstring."""
+    """Make ``paths.build`` the patched tree; see the module docstring.
+
+    ``port`` (an entry key: a series file name, or cpu/<name>) builds the tree up to
+    that entry and leaves it there for porting it to this release: its current
+    file (the release's variant, else the default patch) is applied with
+    ``git am --reject``; ``make export`` then records the result (docs/design.md,
+    "Porting a patch").
+    """
     start = time.monotonic()
-    pin = load_pin(paths.pin)
+    pin = load_pin(paths.pin, paths.release)
+    if pin.is_default and paths.variants is not None:
+        paths = dataclasses.replace(paths, release=None)
     base = resolve_base(pin, paths, src)
-    for group in (paths.patches, paths.cpu_patches):
-        read_series(group)  # a missing patch file is refused before anything changes
+    # a missing patch file or an inconsistent variants.toml is refused before
+    # anything changes
+    release = release_inputs(paths)
+    port_entry = release.entry(port) if port else None
+    if not pin.is_default or port_entry is not None:
+        for key in release.stale():
+            log(
+                f"apply: WARNING: patches/{key} changed since its "
+                f"{release.manifest[key]['kind']} for SGLang {pin.version} was "
+                f"ported; make verify PIN={pin.version} fails until it is ported "
+                f"again (make port PIN={pin.version} PATCH={key})"
+            )
     inputs = input_hash(base.key, paths)
     build = paths.build
 
@@ -557,6 +787,8 @@ def apply(
             head = rev(repo, "HEAD")
             if (
                 not found
+                and port_entry is None
+                and state.porting is None
                 and state.inputs == inputs
                 and state.format == TREE_FORMAT
                 and head == state.tip
@@ -591,35 +823,113 @@ def apply(
     # failed run leaves a state that the next run recognises as its own.
     state.inputs = None
     state.upstream = None
+    state.porting = None
     state.tip = state.base
     state.save(build)
 
+    applied = {"series": 0, "cpu": 0}
     try:
-        series = read_series(paths.patches)
-        for patch in series:
-            _am(repo, patch, "series")
+        for entry in release.series:
+            if entry is port_entry:
+                return _start_port(repo, state, entry, pin, build)
+            applied["series"] += _apply_entry(repo, entry, pin)
         overlay_date = git_out(repo, "log", "-1", "--format=%aI", "HEAD")
         if _overlay_commit(repo, paths, overlay_date):
             log(f"apply: overlay: {len(overlay_files(paths.overlay))} file(s)")
         state.upstream = rev(repo, "HEAD")
         run_git(repo, "branch", "-f", UPSTREAM_BRANCH, state.upstream)
-        cpu = read_series(paths.cpu_patches)
-        for patch in cpu:
-            _am(repo, patch, "CPU")
+        for entry in release.cpu:
+            if entry is port_entry:
+                return _start_port(repo, state, entry, pin, build)
+            applied["cpu"] += _apply_entry(repo, entry, pin)
     finally:
-        state.tip = rev(repo, "HEAD")
+        if state.porting is None:
+            state.tip = rev(repo, "HEAD")
         state.save(build)
 
     state.inputs = inputs
     state.format = TREE_FORMAT
     state.save(build)
+    variants = sum(e.variant for e in release.series + release.cpu)
+    skipped = sum(e.path is None for e in release.series + release.cpu)
     log(
-        f"apply: {build} ready in {time.monotonic() - start:.1f}s: "
-        f"{len(series)} series patch(es), {len(cpu)} CPU patch(es); "
-        f"{UPSTREAM_BRANCH}={state.upstream[:12]} {CPU_BRANCH}={state.tip[:12]}"
+        f"apply: {build} ready in {time.monotonic() - start:.1f}s: SGLang "
+        f"{pin.version}, {applied['series']} series patch(es), {applied['cpu']} CPU "
+        f"patch(es)"
+        + (
+            f" ({variants} variant(s) and {skipped} skip(s) of patches/{pin.version}/)"
+            if not pin.is_default
+            else ""
+        )
+        + f"; {UPSTREAM_BRANCH}={state.upstream[:12]} {CPU_BRANCH}={state.tip[:12]}"
     )
     if link_venv:
         _link_venv(link_venv, build)
+    return state
+
+
+def _apply_entry(repo: git.Repo, entry: Entry, pin: Pin) -> int:
+    """Apply one series entry as this release has it; 1 if a commit was made."""
+    group = "series" if entry.group == "series" else "CPU"
+    if entry.path is None:
+        log(f"apply: SGLang {pin.version} skips {entry.key} (see its variants.toml)")
+        return 0
+    hint = ""
+    if not pin.is_default:
+        what = "its variant" if entry.variant else "it"
+        hint = (
+            f"To port {what} to SGLang {pin.version}: make port PIN={pin.version} "
+            f"PATCH={entry.key} (docs/design.md, \"Porting a patch\")."
+        )
+    _am(repo, entry.path, group, hint=hint)
+    return 1
+
+
+def _start_port(
+    repo: git.Repo, state: State, entry: Entry, pin: Pin, build: Path
+) -> State:
+    """Leave the tree before ``entry`` with its current file applied for porting."""
+    state.tip = rev(repo, "HEAD")
+    state.porting = entry.key
+    state.save(build)
+    source = entry.path or entry.default
+    log(f"port: {build} is at {describe(repo, state.tip)}")
+    if entry.path is None:
+        log(
+            f"port: {entry.key} is skipped on SGLang {pin.version}; applying the "
+            "default patch to re-check"
+        )
+    status, out, err = run_git(
+        repo,
+        "am",
+        "-q",
+        "--keep-non-patch",
+        "--keep-cr",
+        "--committer-date-is-author-date",
+        "--reject",
+        str(source.resolve()),
+        check=False,
+    )
+    if status == 0:
+        if rev(repo, "HEAD^") == state.tip:
+            _store_applied(repo, rev(repo, "HEAD"), source)
+        log(
+            f"port: {source} applies to SGLang {pin.version}: amend the commit if "
+            "it needs changes there (git commit --amend), then make export "
+            f"PIN={pin.version}"
+        )
+    else:
+        untracked = git_out(repo, "ls-files", "--others", "--exclude-standard")
+        rejected = [f for f in untracked.splitlines() if f.endswith(".rej")]
+        log(
+            f"port: {source} does not apply to SGLang {pin.version} as it is; git am "
+            "stopped with the hunks that apply applied and the others in *.rej "
+            "files:\n"
+            + "\n".join(f"  {line}" for line in rejected or err.splitlines())
+            + f"\nIn {build}: make those changes, delete the *.rej files, git add -A, "
+            "git am --continue (or git am --skip when this release needs no such "
+            f"patch), then make export PIN={pin.version}"
+        )
     return state
 
 
@@ -698,18 +1008,25 @@ def export(paths: Paths, to_cpu: bool = False) -> Dict[str, List[str]]:
     Commits of yours on top of the tree go to the upstream series (their changes to
     files of the pinned tree as new patches, their new files into overlay/), or, with
     ``to_cpu``, to the end of the CPU group unchanged.
+
+    The tree of a release other than the default one (``paths.release``) writes
+    back only overlay/ (its series are patches/ plus that release's variants, which
+    change through ``make port``); a tree left by ``make port`` writes the port
+    (``_export_port``).
     """
     build = paths.build
+    pin = load_pin(paths.pin, paths.release)
+    if pin.is_default and paths.variants is not None:
+        paths = dataclasses.replace(paths, release=None)
     state = State.load(build) if (build / ".git").is_dir() else None
+    if state is not None and state.porting and state.tip:
+        repo = git.Repo(build)
+        _refuse_uncommitted(repo, build)
+        return _export_port(paths, pin, repo, state)
     if state is None or not state.tip or not state.upstream:
         raise ToolError(f"{build} is not a complete tree made by `make apply`")
     repo = git.Repo(build)
-    found = inspect_tree(repo, State())  # only the operation and dirty parts matter
-    if found.operation or found.dirty:
-        raise ToolError(
-            f"{build} has uncommitted work; commit it first (export writes commits):\n"
-            + "\n".join(Findings(found.operation, found.dirty).lines())
-        )
+    _refuse_uncommitted(repo, build)
     head = rev(repo, "HEAD")
     base, upstream, tip = state.base, state.upstream, state.tip
     if is_ancestor(repo, tip, head):
@@ -729,6 +1046,9 @@ def export(paths: Paths, to_cpu: bool = False) -> Dict[str, List[str]]:
             "merge commits cannot be exported as patches; rebase them first:\n"
             + "\n".join(f"  {describe(repo, m)}" for m in merges.split())
         )
+
+    if not pin.is_default:
+        _refuse_release_patches(repo, user, base, pin, to_cpu)
 
     cpu_range = f"{upstream}..{tip}"
     if to_cpu and user:
@@ -783,19 +1103,186 @@ def export(paths: Paths, to_cpu: bool = False) -> Dict[str, List[str]]:
     finally:
         index.unlink(missing_ok=True)
 
-    names = _format_patch(repo, f"{base}..{patch_tip}", paths.patches)
-    cpu_names = _format_patch(repo, cpu_range, paths.cpu_patches)
+    if pin.is_default:
+        names = _format_patch(repo, f"{base}..{patch_tip}", paths.patches)
+        cpu_names = _format_patch(repo, cpu_range, paths.cpu_patches)
+    else:  # the release's series stay as they are (its tree is built from them)
+        names = [e.name for e in release_inputs(paths).series]
+        cpu_names = [e.name for e in release_inputs(paths).cpu]
     _write_overlay(paths.overlay, overlay)
 
     state.remember(head)
     state.save(build)
+    if pin.is_default:
+        written = (
+            f"{len(names)} patch(es) -> {paths.patches}/series, "
+            f"{len(cpu_names)} CPU patch(es) -> {paths.cpu_patches}/series, "
+        )
+    else:
+        written = (
+            f"SGLang {pin.version}: patches/ and patches/{pin.version}/ as they are "
+            "(make port changes a variant), "
+        )
     log(
-        f"export: {len(names)} patch(es) -> {paths.patches}/series, "
-        f"{len(cpu_names)} CPU patch(es) -> {paths.cpu_patches}/series, "
-        f"{len(overlay)} overlay file(s) -> {paths.overlay}"
+        f"export: {written}{len(overlay)} overlay file(s) -> {paths.overlay}"
         + (f"; {len(user)} commit(s) of yours included" if user else "")
     )
     return {"series": names, "cpu": cpu_names, "overlay": sorted(overlay)}
+
+
+def _refuse_uncommitted(repo: git.Repo, build: Path) -> None:
+    found = inspect_tree(repo, State())  # only the operation and dirty parts matter
+    if found.operation or found.dirty:
+        raise ToolError(
+            f"{build} has uncommitted work; commit it first (export writes commits):\n"
+            + "\n".join(Findings(found.operation, found.dirty).lines())
+        )
+
+
+def _refuse_release_patches(
+    repo: git.Repo, user: List[str], base: str, pin: Pin, to_cpu: bool
+) -> None:
+    """In another release's tree, commits of yours may change overlay files only."""
+    base_files = set(git_out(repo, "ls-tree", "-r", "--name-only", base).splitlines())
+    touching = [sha for sha in user if set(commit_files(repo, sha)) & base_files]
+    if touching or (to_cpu and user):
+        raise ToolError(
+            f"this is the tree of SGLang {pin.version}, not the default release "
+            f"{pin.default_version}: its commits may change overlay files only. A "
+            "change to SGLang's files starts as a patch on the default release "
+            f"(commit it in that tree, make export), then is ported to {pin.version} "
+            f"(make apply PIN={pin.version}; make port PIN={pin.version} PATCH=... "
+            "if it does not apply); a variant changes through make port "
+            '(docs/design.md, "Porting a patch"). Commits that change SGLang files:\n'
+            + "\n".join(f"  {describe(repo, sha)}" for sha in touching or user)
+        )
+
+
+def _patch_id(repo: git.Repo, diff: str) -> str:
+    """git's stable patch id of a patch or diff text ('' for an empty one)."""
+    out = git_out(repo, "patch-id", "--stable", stdin=diff)
+    return out.split()[0] if out else ""
+
+
+def _export_port(paths: Paths, pin: Pin, repo: git.Repo, state: State):
+    """Record the port that ``make port`` started (the tree stops before the entry
+    ``state.porting``; HEAD is its port: one commit, or none for a skip)."""
+    release = release_inputs(paths)
+    entry = release.entry(state.porting)
+    head = rev(repo, "HEAD")
+    if not is_ancestor(repo, state.tip, head):
+        raise ToolError(
+            f"HEAD ({describe(repo, head)}) does not descend from where make port "
+            f"left the tree ({describe(repo, state.tip)})"
+        )
+    commits = commit_list(repo, f"{state.tip}..{head}")
+    if len(commits) > 1:
+        raise ToolError(
+            f"make port leaves room for one commit, the port of {entry.key}; found "
+            f"{len(commits)} (squash them):\n"
+            + "\n".join(f"  {describe(repo, c)}" for c in commits)
+        )
+    manifest = dict(release.manifest)
+    old = manifest.pop(entry.key, None)
+    why = old["why"] if old else ""
+    default_bytes = entry.default.read_bytes()
+    if pin.is_default:
+        target = entry.default
+    else:
+        target = paths.variants / entry.key
+    if commits:
+        sha = commits[0]
+        wanted = _subject_of_patch(default_bytes.decode("utf-8", "replace"))
+        if subject(repo, sha) != wanted:
+            raise ToolError(
+                f"the port of {entry.key} must keep its subject {wanted!r} (the "
+                f"series reads the same on every release); it is "
+                f"{subject(repo, sha)!r}: git commit --amend"
+            )
+        known = _applied_patch(repo, sha)
+        if known is not None:
+            data = known[1]
+        else:
+            with tempfile.TemporaryDirectory(prefix="qsv-port-") as tmp:
+                written = git_out(
+                    repo,
+                    "format-patch",
+                    "--zero-commit",
+                    "--no-signature",
+                    "--no-numbered",
+                    "--no-renames",
+                    "--subject-prefix=PATCH",
+                    "-o",
+                    tmp,
+                    "-1",
+                    sha,
+                )
+                data = Path(written.strip()).read_bytes()
+        same_as_default = pin.is_default or _patch_id(
+            repo, data.decode("utf-8", "replace")
+        ) == _patch_id(repo, default_bytes.decode("utf-8", "replace"))
+        if pin.is_default:
+            target.write_bytes(data)
+            result = f"{target} rewritten"
+        elif same_as_default:
+            target.unlink(missing_ok=True)
+            result = (
+                f"the port is the default patch itself: {pin.version} applies "
+                f"patches/{entry.key} (no variant)"
+            )
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            manifest[entry.key] = {
+                "kind": "variant",
+                "ported_from": sha256_path(entry.default),
+                "why": why,
+            }
+            result = f"variant {target}"
+    else:
+        if pin.is_default:
+            raise ToolError(
+                f"no commit above {describe(repo, state.tip)}: the default release "
+                f"cannot skip {entry.key} (remove it from the series instead)"
+            )
+        if target.exists():
+            target.unlink()
+        manifest[entry.key] = {
+            "kind": "skip",
+            "ported_from": sha256_path(entry.default),
+            "why": why,
+        }
+        result = f"SGLang {pin.version} skips {entry.key}"
+    if not pin.is_default:
+        order = [e.key for e in release.series + release.cpu]
+        write_manifest(release.manifest_file, pin.version, manifest, order)
+        if release.manifest_file.parent.is_dir() and not any(
+            release.manifest_file.parent.rglob("*")
+        ):
+            release.manifest_file.parent.rmdir()
+    state.remember(head, *commits)
+    state.porting = None
+    state.inputs = None  # the next make apply rebuilds with the port
+    state.save(paths.build)
+    if not pin.is_default and manifest.get(entry.key, {}).get("why", "x") == "":
+        result += f"; say why in {release.manifest_file} (make verify requires it)"
+    log(f"export: port of {entry.key}: {result}")
+    return {"port": [entry.key]}
+
+
+def _subject_of_patch(text: str) -> str:
+    """The commit subject of a format-patch file (its Subject: header, unfolded,
+    without the leading [PATCH])."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("Subject: "):
+            value = line[len("Subject: ") :]
+            for more in lines[i + 1 :]:
+                if not more.startswith((" ", "\t")):
+                    break
+                value += " " + more.strip()
+            return re.sub(r"^\[PATCH[^\]]*\]\s*", "", value)
+    return ""
 
 
 def _refuse_unapplied_overlay_edits(

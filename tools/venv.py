@@ -67,7 +67,7 @@ def setup(venv_dir: Path, requirements: Path) -> bool:
 PINS_HEADER = """\
 # The CPU environment of the project (make setup), every package pinned exactly, so a
 # fresh machine gets what CI tested. Written by `make pins` (python -m tools pins):
-# pip's resolution of tools/requirements-cpu.in for this interpreter. Do not edit it
+# pip's resolution of tools/{source} for this interpreter. Do not edit it
 # by hand: change the .in (a name, or a deliberate pin with its reason) and run
 # make pins, then review the diff; the next make setup installs it.
 """
@@ -124,6 +124,7 @@ def update_pins(requirements_in: Path, requirements: Path) -> list[str]:
         for name in sorted(before.keys() | after.keys())
         if before.get(name) != after.get(name)
     ]
-    requirements.write_text(PINS_HEADER + "".join(f"{p}\n" for p in pins))
+    header = PINS_HEADER.format(source=requirements_in.name)
+    requirements.write_text(header + "".join(f"{p}\n" for p in pins))
     print("\n".join(changes) if changes else "pins: no version changed")
     return changes

@@ -1,6 +1,8 @@
 """``make verify``: check the series the way an upstream reviewer's CI would.
 
-1. the series, the overlay and the CPU group apply to a fresh pinned tree (temp dir);
+1. the series, the overlay and the CPU group apply to a fresh pinned tree (temp dir),
+   for another release than the default with its variants (patches/<release>/), which
+   must be ported from the current default patches and say why;
 2. every Python file they touch byte-compiles;
 3. the overlay's Python files pass black and isort with upstream's settings;
 4. guard: no list, tuple or set of strings in ``srt/configs/model_config.py`` (or in
@@ -237,7 +239,14 @@ def codespell_failures(files: List[str], cwd: Path, label: str) -> List[str]:
 
 def verify(paths, src: Optional[Path] = None) -> None:
     from tools import git
-    from tools.tree import BASE_TAG, Paths, apply, git_out, overlay_files
+    from tools.tree import (
+        BASE_TAG,
+        Paths,
+        apply,
+        git_out,
+        overlay_files,
+        release_inputs,
+    )
 
     failures = []
     start = time.monotonic()
@@ -248,8 +257,11 @@ def verify(paths, src: Optional[Path] = None) -> None:
             overlay=paths.overlay,
             build=Path(tmp) / "sglang",
             cache=paths.cache,
+            release=paths.release,
         )
-        # 1. applies to a fresh pinned tree (raises with the failing patch named)
+        # 1. applies to a fresh pinned tree (raises with the failing patch named);
+        # a release's variants are ported from the current default patches
+        failures += release_inputs(fresh).problems()
         state = apply(fresh, src=src, pack=False)
         repo = git.Repo(fresh.build)
         changed = git_out(

@@ -441,7 +441,7 @@ def build_wheels(
 ) -> List[Path]:
     from tools.pin import fetch_wheel, load_pin
 
-    pin = load_pin(paths.pin)
+    pin = load_pin(paths.pin, getattr(paths, "release", None))
     tags = tags or sorted(pin.wheels)
     unknown = [t for t in tags if t not in pin.wheels]
     if unknown:

@@ -67,6 +67,7 @@ import logging
 import os
 import threading
 import time
+from array import array
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
@@ -419,13 +420,17 @@ def encoder_stream(device: torch.device):
     try:
         from torch.cuda.green_contexts import GreenContext
 
-        context = GreenContext.create(sms, device.index or 0)
+        # keywords: torch 2.14 (SGLang 0.5.23) takes them only
+        context = GreenContext.create(num_sms=sms, device_id=device.index or 0)
         raw = context.Stream()
-        stream = torch.cuda.Stream(
-            stream_id=raw.stream_id,
-            device_index=raw.device_index,
-            device_type=raw.device_type,
-        )
+        if isinstance(raw, torch.cuda.Stream):  # torch >= 2.14: already one
+            stream = raw
+        else:  # torch 2.11 (SGLang 0.5.17): a generic torch.Stream
+            stream = torch.cuda.Stream(
+                stream_id=raw.stream_id,
+                device_index=raw.device_index,
+                device_type=raw.device_type,
+            )
         with torch.cuda.stream(stream):  # fail here, not in the first request
             probe = torch.ones(8, device=device) * 2
         stream.synchronize()
@@ -520,6 +525,15 @@ class QuicksviewerVisualCache:
             len(self._entries),
             self.used / 2**20,
         )
+
+
+def _padding(item: MultimodalDataItem, length: int) -> List[int]:
+    """``length`` pad tokens of ``item``: its repeating sentinels where SGLang has
+    them (0.5.23: ``padding_sequence``, which the embedding mask matches), else its
+    one ``pad_value`` (0.5.17)."""
+    if hasattr(type(item), "padding_sequence"):
+        return item.padding_sequence(length)
+    return [item.pad_value] * length
 
 
 class QuicksviewerForCausalLM(nn.Module):
@@ -651,9 +665,7 @@ class QuicksviewerForCausalLM(nn.Module):
         )
 
     # -------------------------------------------------------------- layout
-    def pad_input_ids(
-        self, input_ids: List[int], mm_inputs: MultimodalInputs
-    ) -> List[int]:
+    def pad_input_ids(self, input_ids: Sequence[int], mm_inputs: MultimodalInputs):
         """Write the final prompt layout and the pad values of every item.
 
         The processor emits, per video, a thumbnail run (unless the checkpoint
@@ -667,6 +679,8 @@ class QuicksviewerForCausalLM(nn.Module):
         Every video's cubes (from this encode or the visual cache) are also
         reported in ``mm_inputs.segments``, in prompt order, for requests that
         ask for them (``return_segments``).
+
+        Returns ``array("q")``, which SGLang 0.5.23 requires (0.5.17 accepts it).
         """
         items = sorted(mm_inputs.mm_items, key=lambda item: item.offsets[0][0])
         out: List[int] = []
@@ -684,11 +698,11 @@ class QuicksviewerForCausalLM(nn.Module):
                 item.offsets = [(s + shift, e + shift) for s, e in item.offsets]
                 out.extend(input_ids[first : last + 1])
                 for s, e in item.offsets:
-                    out[s : e + 1] = [item.pad_value] * (e - s + 1)
+                    out[s : e + 1] = _padding(item, e - s + 1)
             cursor = last + 1
         out.extend(input_ids[cursor:])
         mm_inputs.segments = segments
-        return out
+        return array("q", out)
 
     def _layout_video(
         self, item: MultimodalDataItem, input_ids: Sequence[int], out: List[int]
@@ -711,14 +725,14 @@ class QuicksviewerForCausalLM(nn.Module):
         offsets = []
         if self.config.use_thumbnail:
             offsets.append((len(out), len(out) + num_queries - 1))
-            out.extend([item.pad_value] * num_queries)
+            out.extend(_padding(item, num_queries))
             out.extend(input_ids[thumb_end + 1 : cubes_start])
         else:
             embeddings = embeddings[1:]
         for start in starts:
             out.extend(timestamps[start])
             offsets.append((len(out), len(out) + num_queries - 1))
-            out.extend([item.pad_value] * num_queries)
+            out.extend(_padding(item, num_queries))
         if embeddings.is_cuda:
             # The embeddings are complete (_encode_video_item); they may come
             # from the encoder's side stream, and are used on this thread's.

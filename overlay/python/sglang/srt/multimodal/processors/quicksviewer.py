@@ -341,12 +341,11 @@ class QuicksviewerProcessor(BaseMultimodalProcessor):
         try:
             image, _ = load_image(data, gpu_image_decode=False)
             image = image.convert("RGB")
-        except ValueError:
-            raise
         except Exception as e:  # PIL, requests, base64: the client's image is bad
-            raise ValueError(
-                f"Could not open the image: {type(e).__name__}: {e}"
-            ) from e
+            # SGLang's own ValueError already says why ("Invalid image: ...";
+            # 0.5.23: "Could not decode image: ..."), other errors get their type
+            why = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+            raise ValueError(f"Could not open the image: {why}") from e
         if self.config.image_aspect_ratio == "anyres":
             tiles = anyres_tiles(image, self.pinpoints, self.tile_size)
         else:  # the original's plain resize: one view
