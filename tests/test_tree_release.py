@@ -17,7 +17,8 @@ from conftest import CACHE_DIR, PROJECT_ROOT, Workspace, git, run_tools
 from test_tree_apply import commit_in_tree, subjects
 
 from tools import ToolError
-from tools.tree import Paths, _subject_of_patch, read_manifest, release_inputs
+from tools.tree import Paths, read_manifest, release_inputs
+from tools.tree.export import _subject_of_patch
 
 RELEASE = "0.5.23"
 IDEFICS2 = "python/sglang/srt/models/idefics2.py"

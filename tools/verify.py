@@ -239,14 +239,8 @@ def codespell_failures(files: List[str], cwd: Path, label: str) -> List[str]:
 
 def verify(paths, src: Optional[Path] = None) -> None:
     from tools import git
-    from tools.tree import (
-        BASE_TAG,
-        Paths,
-        apply,
-        git_out,
-        overlay_files,
-        release_inputs,
-    )
+    from tools.git import git_out
+    from tools.tree import BASE_TAG, Paths, apply, overlay_files, release_inputs
 
     failures = []
     start = time.monotonic()
