@@ -25,7 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_video_ttft import chat_stream, served, user_turn  # noqa: E402
+from bench_video_ttft import (  # noqa: E402
+    chat_stream,
+    parse_server_args,
+    served,
+    user_turn,
+)
 
 SHORT = "Write a long story about a lighthouse keeper."
 QUESTIONS = [
@@ -102,18 +107,9 @@ def table(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", help="converted checkpoint (starts a server)")
-    parser.add_argument("--url", help="a running server instead of --model")
     parser.add_argument("--video", required=True, help="NAME=PATH of the long video")
     parser.add_argument("--tokens", type=int, default=256)
-    parser.add_argument("--port", type=int, default=30778)
-    parser.add_argument("--start-timeout", type=int, default=900)
-    parser.add_argument("--log", help="server log path (with --model)")
-    parser.add_argument("--server-arg", action="append", default=[])
-    parser.add_argument("--out", help="write the results as JSON")
-    args = parser.parse_args()
-    if bool(args.model) == bool(args.url):
-        parser.error("give exactly one of --model and --url")
+    args = parse_server_args(parser, port=30778)
     video = args.video.split("=", 1)[-1]
     with served(args) as (url, _):
         results = bench(url, video, args.tokens)

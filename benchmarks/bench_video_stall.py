@@ -33,7 +33,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_video_ttft import chat_stream, served, timings, user_turn  # noqa: E402
+from bench_video_ttft import (  # noqa: E402
+    chat_stream,
+    parse_server_args,
+    served,
+    timings,
+    user_turn,
+)
 
 STORY = "Tell me a very long story about a lighthouse keeper."
 
@@ -145,29 +151,15 @@ def table(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", help="converted checkpoint (starts a server)")
-    parser.add_argument("--url", help="a running server instead of --model")
     parser.add_argument("--video", required=True, help="a video new to the server")
     parser.add_argument("--warmup-video", help="another video, sent first")
     parser.add_argument("--question", default="What is happening in the video?")
     parser.add_argument("--tokens", type=int, default=1024)
     parser.add_argument("--warmup-s", type=float, default=2.0)
-    parser.add_argument("--port", type=int, default=30777)
-    parser.add_argument("--start-timeout", type=int, default=900)
-    parser.add_argument("--log", help="server log path (with --model)")
     parser.add_argument(
         "--server-log", help="the log of a running server with SGLANG_QSV_TIMING=1"
     )
-    parser.add_argument(
-        "--server-arg",
-        action="append",
-        default=[],
-        help="extra launch_server argument (repeatable, e.g. --server-arg=--dtype=bfloat16)",
-    )
-    parser.add_argument("--out", help="write the results as JSON")
-    args = parser.parse_args()
-    if bool(args.model) == bool(args.url):
-        parser.error("give exactly one of --model and --url")
+    args = parse_server_args(parser, port=30777)
     args.log = args.log or "bench_video_stall.server.log"
     server_log = Path(args.server_log) if args.server_log else None
     with served(args, server_log) as (url, log_path):

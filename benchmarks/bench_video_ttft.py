@@ -63,6 +63,28 @@ def launch(args) -> Server:
     )
 
 
+def parse_server_args(parser: argparse.ArgumentParser, port: int):
+    """Add the server options every benchmark takes, then parse: ``--model`` (start
+    a server: ``--port``, ``--start-timeout``, ``--log``, ``--server-arg``) or
+    ``--url`` (a running one), and ``--out``."""
+    parser.add_argument("--model", help="converted checkpoint (starts a server)")
+    parser.add_argument("--url", help="a running server instead of --model")
+    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument("--start-timeout", type=int, default=900)
+    parser.add_argument("--log", help="server log path (with --model)")
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        help="extra launch_server argument (repeatable, e.g. --server-arg=--dtype=bfloat16)",
+    )
+    parser.add_argument("--out", help="write the results as JSON")
+    args = parser.parse_args()
+    if bool(args.model) == bool(args.url):
+        parser.error("give exactly one of --model and --url")
+    return args
+
+
 @contextlib.contextmanager
 def served(args, log_path: Path | None = None):
     """(url, server log) of ``--url``, or of a server started from ``--model`` and
@@ -175,27 +197,13 @@ def table(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", help="converted checkpoint (starts a server)")
-    parser.add_argument("--url", help="a running server instead of --model")
     parser.add_argument(
         "--video", action="append", required=True, help="NAME=PATH (repeatable)"
     )
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--tokens", type=int, default=16)
-    parser.add_argument("--port", type=int, default=30777)
-    parser.add_argument("--start-timeout", type=int, default=900)
-    parser.add_argument("--log", help="server log path (with --model)")
-    parser.add_argument(
-        "--server-arg",
-        action="append",
-        default=[],
-        help="extra launch_server argument (repeatable, e.g. --server-arg=--dtype=bfloat16)",
-    )
-    parser.add_argument("--out", help="write the results as JSON")
-    args = parser.parse_args()
+    args = parse_server_args(parser, port=30777)
     args.videos = [tuple(v.split("=", 1)) for v in args.video]
-    if bool(args.model) == bool(args.url):
-        parser.error("give exactly one of --model and --url")
     with served(args) as (url, log_path):
         results = bench(args, url, log_path)
     print(table(results))

@@ -58,6 +58,8 @@ def timeline(name: str, segments: dict) -> list[str]:
 
 
 def video_part(video: str, fps=None, max_frames=None) -> dict:
+    # An example stays one file users can copy (no project imports), so these lines
+    # repeat benchmarks/chat_client.py's and the upstream example's video part.
     if os.path.isfile(video):
         video = os.path.abspath(video)  # the server resolves paths on its side
     video_url = {"url": video}

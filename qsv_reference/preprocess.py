@@ -103,6 +103,7 @@ def select_best_resolution(
 
 def resize_and_pad_image(image: Image.Image, target: tuple[int, int]) -> Image.Image:
     """Aspect-preserving resize (ceil, PIL default filter), centred on black."""
+    # written again on purpose: the oracle shares no code with the port it checks
     width, height = image.size
     target_w, target_h = target
     scale_w, scale_h = target_w / width, target_h / height

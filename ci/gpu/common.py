@@ -64,6 +64,20 @@ def video(name: str) -> Path:
     return path
 
 
+def generate_video(engine, path: Path, new_tokens: int, **extra) -> dict:
+    """One greedy request of PROMPT about the video at ``path``, with the
+    log-probabilities from the first prompt position (so that meta_info reports
+    the prompt ids); ``extra``: more Engine.generate arguments."""
+    return engine.generate(
+        prompt=PROMPT,
+        video_data=[str(path)],
+        sampling_params={"temperature": 0, "max_new_tokens": new_tokens},
+        return_logprob=True,
+        logprob_start_len=0,
+        **extra,
+    )
+
+
 def write_result(name: str, result: dict) -> Path:
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"{name}.json"

@@ -5,7 +5,14 @@ must agree on the cubes; the prompt ids and greedy tokens of TP=1 and TP=2 are
 compared. Writes $OUT/tp.json."""
 
 import torch
-from common import ENGINE_ARGS, PROMPT, Timer, checkpoint_dirs, video, write_result
+from common import (
+    ENGINE_ARGS,
+    Timer,
+    checkpoint_dirs,
+    generate_video,
+    video,
+    write_result,
+)
 
 from tools.sglang_outputs import reported_input_ids
 
@@ -19,13 +26,7 @@ def run(tp_size: int, path) -> dict:
     timer = Timer()
     engine = sglang.Engine(model_path=str(converted), tp_size=tp_size, **ENGINE_ARGS)
     started = timer()
-    out = engine.generate(
-        prompt=PROMPT,
-        video_data=[str(path)],
-        sampling_params={"temperature": 0, "max_new_tokens": NEW_TOKENS},
-        return_logprob=True,
-        logprob_start_len=0,
-    )
+    out = generate_video(engine, path, NEW_TOKENS)
     engine.shutdown()
     return {
         "start_s": started,
