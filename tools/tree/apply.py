@@ -27,6 +27,14 @@ from tools.tree.safety import Findings, inspect_tree
 
 
 APPLIED_DIR = "qsv-applied"
+# a series file as one commit, byte for byte: its own dates, CRs and extra headers
+GIT_AM = (
+    "am",
+    "-q",
+    "--keep-non-patch",
+    "--keep-cr",
+    "--committer-date-is-author-date",
+)
 
 
 def _store_applied(repo: git.Repo, sha: str, patch: Path) -> None:
@@ -51,16 +59,7 @@ def _applied_patch(repo: git.Repo, sha: str) -> Optional[Tuple[str, bytes]]:
 
 def _am(repo: git.Repo, patch: Path, group: str, hint: str = "") -> None:
     before = rev(repo, "HEAD")
-    status, out, err = run_git(
-        repo,
-        "am",
-        "-q",
-        "--keep-non-patch",
-        "--keep-cr",
-        "--committer-date-is-author-date",
-        str(patch.resolve()),
-        check=False,
-    )
+    status, out, err = run_git(repo, *GIT_AM, str(patch.resolve()), check=False)
     if status == 0:
         head = rev(repo, "HEAD")
         if rev(repo, "HEAD^") == before:  # one commit per file (not an mbox of many)
@@ -344,15 +343,7 @@ def _start_port(
             "default patch to re-check"
         )
     status, out, err = run_git(
-        repo,
-        "am",
-        "-q",
-        "--keep-non-patch",
-        "--keep-cr",
-        "--committer-date-is-author-date",
-        "--reject",
-        str(source.resolve()),
-        check=False,
+        repo, *GIT_AM, "--reject", str(source.resolve()), check=False
     )
     if status == 0:
         if rev(repo, "HEAD^") == state.tip:

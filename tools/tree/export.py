@@ -24,6 +24,17 @@ from tools.tree.inputs import overlay_files, release_inputs, sha256_path, write_
 from tools.tree.paths import CPU_BRANCH, OVERLAY_TRAILER, UPSTREAM_BRANCH, Paths, log
 from tools.tree.safety import Findings, inspect_tree
 
+# the series' patch format: stable across git versions and machines (no sha, no
+# signature, no "n/m" numbering, renames as delete + add)
+FORMAT_PATCH = (
+    "format-patch",
+    "--zero-commit",
+    "--no-signature",
+    "--no-numbered",
+    "--no-renames",
+    "--subject-prefix=PATCH",
+)
+
 
 def _format_patch(repo: git.Repo, rng: str, out_dir: Path) -> List[str]:
     """Write one patch per commit of ``rng`` into ``out_dir`` plus its series file.
@@ -39,12 +50,7 @@ def _format_patch(repo: git.Repo, rng: str, out_dir: Path) -> List[str]:
             if known is None or known[0] in (name for name, _ in outputs):
                 written = git_out(
                     repo,
-                    "format-patch",
-                    "--zero-commit",
-                    "--no-signature",
-                    "--no-numbered",
-                    "--no-renames",
-                    "--subject-prefix=PATCH",
+                    *FORMAT_PATCH,
                     f"--start-number={number}",
                     "-o",
                     tmp,
@@ -295,12 +301,7 @@ def _export_port(paths: Paths, pin: Pin, repo: git.Repo, state: State):
             with tempfile.TemporaryDirectory(prefix="qsv-port-") as tmp:
                 written = git_out(
                     repo,
-                    "format-patch",
-                    "--zero-commit",
-                    "--no-signature",
-                    "--no-numbered",
-                    "--no-renames",
-                    "--subject-prefix=PATCH",
+                    *FORMAT_PATCH,
                     "-o",
                     tmp,
                     "-1",
