@@ -48,6 +48,7 @@ from pathlib import Path
 
 from qsv_reference.constants import MARKERS
 from tools import ToolError
+from tools.pin import sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CACHE_DIR = REPO_ROOT / "build" / "cache"
@@ -164,14 +165,6 @@ class TokenizerBuildError(ToolError):
     """The Qwen ranks could not be obtained or verified."""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _download_dashscope_wheel(cache_dir: Path) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
     cmd += ["--dest", str(cache_dir), "dashscope"]
@@ -195,7 +188,7 @@ def fetch_qwen_ranks(cache_dir: Path | None = None) -> Path:
     cache_dir = Path(cache_dir or DEFAULT_CACHE_DIR)
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / RANKS_FILENAME
-    if target.is_file() and _sha256(target) == QWEN_TIKTOKEN_SHA256:
+    if target.is_file() and sha256_file(target) == QWEN_TIKTOKEN_SHA256:
         return target
     wheels = sorted(cache_dir.glob("dashscope-*.whl"))
     wheel = wheels[-1] if wheels else _download_dashscope_wheel(cache_dir)
@@ -218,7 +211,7 @@ def fetch_qwen_ranks(cache_dir: Path | None = None) -> Path:
 def load_qwen_ranks(path: Path) -> dict[bytes, int]:
     """Read a tiktoken rank file (``base64(token) rank`` per line), sha256-checked."""
     path = Path(path)
-    actual = _sha256(path)
+    actual = sha256_file(path)
     if actual != QWEN_TIKTOKEN_SHA256:
         raise TokenizerBuildError(
             f"{path} has sha256 {actual}, expected {QWEN_TIKTOKEN_SHA256}"

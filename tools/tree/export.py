@@ -17,10 +17,10 @@ from tools.git import (
     run_git,
     subject,
 )
-from tools.pin import Pin, load_pin
+from tools.pin import Pin, load_pin, sha256_file
 from tools.tree.apply import _applied_patch
 from tools.tree.base import State
-from tools.tree.inputs import overlay_files, release_inputs, sha256_path, write_manifest
+from tools.tree.inputs import overlay_files, release_inputs, write_manifest
 from tools.tree.paths import CPU_BRANCH, OVERLAY_TRAILER, UPSTREAM_BRANCH, Paths, log
 from tools.tree.safety import Findings, inspect_tree
 
@@ -325,7 +325,7 @@ def _export_port(paths: Paths, pin: Pin, repo: git.Repo, state: State):
             target.write_bytes(data)
             manifest[entry.key] = {
                 "kind": "variant",
-                "ported_from": sha256_path(entry.default),
+                "ported_from": sha256_file(entry.default),
                 "why": why,
             }
             result = f"variant {target}"
@@ -339,7 +339,7 @@ def _export_port(paths: Paths, pin: Pin, repo: git.Repo, state: State):
             target.unlink()
         manifest[entry.key] = {
             "kind": "skip",
-            "ported_from": sha256_path(entry.default),
+            "ported_from": sha256_file(entry.default),
             "why": why,
         }
         result = f"SGLang {pin.version} skips {entry.key}"

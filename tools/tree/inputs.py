@@ -1,7 +1,6 @@
 """What goes into the tree: the series files, the overlay, and a release's variants
 of the series (``patches/<release>/``, ``variants.toml``)."""
 
-import hashlib
 import json
 import stat
 from dataclasses import dataclass, field
@@ -9,6 +8,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from tools import ToolError
+from tools.pin import sha256_file
 from tools.tree.paths import Paths
 
 # ------------------------------------------------------------------------ inputs
@@ -110,7 +110,7 @@ class ReleaseInputs:
         found = []
         for entry in self.series + self.cpu:
             record = self.manifest.get(entry.key)
-            if record is not None and record["ported_from"] != sha256_path(
+            if record is not None and record["ported_from"] != sha256_file(
                 entry.default
             ):
                 found.append(entry.key)
@@ -131,10 +131,6 @@ class ReleaseInputs:
                     f"{self.manifest_file}: [{record['kind']}.\"{key}\"] has no why"
                 )
         return out
-
-
-def sha256_path(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def read_manifest(path: Path) -> Dict[str, Dict[str, str]]:
