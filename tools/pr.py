@@ -299,7 +299,8 @@ def junit_totals(path: Path) -> dict:
 
 # ----------------------------------------------------------------- GPU results
 
-RUN_HEADING = re.compile(r"^## (\d{4}-\d{2}-\d{2}): (.+)$")
+# "## <date>: <title>" or "## <date> (<which>): <title>"
+RUN_HEADING = re.compile(r"^## (\d{4}-\d{2}-\d{2})(?: \([^)]*\))?: (.+)$")
 RUN_COMMIT = re.compile(r"Code: commit `([0-9a-f]{7,40})`")
 # ci/gpu/gates.py's entries name their folder (docs/gpu-runs/<name>/, <name> may be
 # <date>-2); older entries use docs/gpu-runs/<date>/
@@ -312,19 +313,22 @@ def gpu_runs(docs: Path) -> List[GpuRun]:
     if not path.is_file():
         return []
     runs: List[GpuRun] = []
+    named = False  # the entry named its folder (its first "Raw results in" line)
     for line in path.read_text().splitlines():
         heading = RUN_HEADING.match(line)
         if heading:
             date, title = heading.groups()
             raw = docs / "gpu-runs" / date
             runs.append(GpuRun(date, title, None, raw if raw.is_dir() else None))
+            named = False
         elif runs:
             commit = RUN_COMMIT.search(line)
             if commit and runs[-1].commit is None:
                 runs[-1].commit = commit.group(1)
             raw = RUN_RAW.search(line)
-            if raw and (docs / "gpu-runs" / raw.group(1)).is_dir():
+            if raw and not named and (docs / "gpu-runs" / raw.group(1)).is_dir():
                 runs[-1].raw = docs / "gpu-runs" / raw.group(1)
+                named = True
     return sorted(runs, key=lambda r: r.date, reverse=True)
 
 
