@@ -31,6 +31,7 @@ from benchmarks.videomme import (
     parse_range,
     score,
 )
+from tests.helpers.holding_proxy import HoldingProxy
 from tests.helpers.http_server import start_server
 from tests.quicksviewer_fixtures import PROJECT_ROOT
 from tools.media import write_video
@@ -283,15 +284,24 @@ def test_videomme_harness_end_to_end(server, tmp_path):
     server.wait_ready()
     cmd = harness(server.url, parquet, videos, log, "--concurrency", "1")
 
-    # interrupted (SIGINT) once its first answer is in the log
-    proc = subprocess.Popen(
-        cmd, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while not log.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    out = proc.communicate(timeout=RUN_TIMEOUT_S)[0].decode()
+    # interrupted (SIGINT) once its first answer is in the log, while the proxy
+    # holds its second question (so it cannot have finished in the meantime)
+    with HoldingProxy(server.url, passes=1) as proxy:
+        proc = subprocess.Popen(
+            harness(proxy.url, parquet, videos, log, "--concurrency", "1"),
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while (
+            not (proxy.holding.is_set() and log.exists())
+            and proc.poll() is None
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=RUN_TIMEOUT_S)[0].decode()
     assert proc.returncode == 130, out
     first = {r["question_id"]: r for r in json.loads(log.read_text())["records"]}
     assert 1 <= len(first) < len(rows), out
