@@ -9,8 +9,9 @@ Checked here:
 * one image, and two images of different aspect ratios: the Engine's final input ids
   and its 16 greedy tokens equal the reference's;
 * the number of views of several image sizes, computed in this file from the
-  original's ``select_best_resolution`` rule, equals the processor's ``anyres_tiles``
-  and the number of 64-token blocks the Engine puts in the prompt.
+  original's ``select_best_resolution`` rule (the reference's), equals the
+  processor's ``anyres_tiles`` and the number of 64-token blocks the Engine puts in
+  the prompt.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from qsv_reference import preprocess as reference
 from tests.helpers.model_fixtures import as_reported, chatml_prompt, reported_input_ids
 from tests.helpers.project import PROJECT_ROOT
 
@@ -59,19 +61,11 @@ SIZES = [
 
 
 def best_pinpoint(width: int, height: int) -> tuple[int, int]:
-    """The original ``select_best_resolution`` (llava mm_utils): the pinpoint with
-    the most effective pixels (the image downscaled to fit, capped at its own
-    size), then the least waste; the first one wins a full tie."""
-    best, best_effective, best_waste = None, -1, None
-    for cand_w, cand_h in PINPOINTS:
-        scale = min(cand_w / width, cand_h / height)
-        effective = min(int(width * scale) * int(height * scale), width * height)
-        waste = cand_w * cand_h - effective
-        if effective > best_effective or (
-            effective == best_effective and waste < best_waste
-        ):
-            best, best_effective, best_waste = (cand_w, cand_h), effective, waste
-    return best
+    """The original ``select_best_resolution`` (llava mm_utils), as the reference
+    has it (qsv_reference/preprocess.py): the pinpoint with the most effective pixels
+    (the image downscaled to fit, capped at its own size), then the least waste; the
+    first one wins a full tie."""
+    return reference.select_best_resolution((width, height), PINPOINTS)
 
 
 def expected_views(width: int, height: int) -> int:
