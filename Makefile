@@ -26,9 +26,9 @@ PYTEST_ARGS ?=
 # (CI runs both). There the parity runs in fp32 only (MODEL_SELECT: the bf16 cases and
 # test_model_limits.py, the overlay's own checks, run on the default release) to keep
 # CI within its time budget (docs/design.md, "CI")
-MODEL_TESTS := tests/test_model_config.py tests/test_engine_smoke.py \
-	tests/test_model_parity.py tests/test_model_server.py \
-	tests/test_upstream_overlay.py tests/test_model_segments.py
+MODEL_TESTS := tests/model/test_model_config.py tests/model/test_engine_smoke.py \
+	tests/model/test_model_parity.py tests/model/test_model_server.py \
+	tests/model/test_upstream_overlay.py tests/model/test_model_segments.py
 MODEL_SELECT := -k "not bf16"
 OTHER_RELEASE := $(filter-out $(DEFAULT_PIN),$(PIN))
 TESTS ?= $(if $(OTHER_RELEASE),$(MODEL_TESTS),tests)

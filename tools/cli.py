@@ -460,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("tiny", _tiny, "a seeded random checkpoint in the original format")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--seed", type=int, default=0)
-    # tools/checkpoints/tiny.py's DTYPES and SHAPES (tests/test_layout.py checks)
+    # tools/checkpoints/tiny.py's DTYPES and SHAPES (tests/tree/test_layout.py checks)
     p.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
     p.add_argument("--shape", choices=("7b", "tiny"), default="tiny")
     p.add_argument("--cache-dir", type=Path, default=None)

@@ -3,7 +3,7 @@
 Every git command of tools/ goes through this module: the ``Repo`` object model
 where it serves (``repo.git_dir``, ``repo.tags``, ...), and :func:`run_git` (which
 is ``repo.git.execute``) for the commands themselves.  No other module of tools/
-imports gitpython or starts git as a subprocess (tests/test_layout.py checks).
+imports gitpython or starts git as a subprocess (tests/tree/test_layout.py checks).
 
 Callers write ``from tools import git`` and then ``git.Repo(path)``: the class is
 gitpython's, with the pinned configuration and environment below set on its

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.quicksviewer_fixtures import PROJECT_ROOT
+from tests.helpers.project import PROJECT_ROOT
 from tools import server as tools_server
 from tools.server import ServerError, cpu_server_command, free_port
 

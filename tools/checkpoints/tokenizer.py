@@ -29,7 +29,7 @@ reads; transformers 5 only has the fast implementation and ignores ``use_fast``)
 and ``chat_template`` inline) so old and new transformers read the same settings.
 The slow and fast paths are equivalent here because both apply NFC, the same regex,
 the same byte-to-unicode map and the same merges, and split added tokens out first;
-tests/test_checkpoints.py asserts equal ids against an independent slow-style BPE.
+tests/model/test_checkpoints.py asserts equal ids against an independent slow-style BPE.
 
 CLI: ``python -m tools tokenizer --out DIR [--base-only | --ranks-only]``.
 """
