@@ -292,6 +292,10 @@ def test_videomme_harness_end_to_end(server, tmp_path):
             cwd=PROJECT_ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            # as from a terminal: a CI that runs in the background (``cmd &``)
+            # passes SIGINT on ignored, and Python then never raises
+            # KeyboardInterrupt
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         deadline = time.monotonic() + RUN_TIMEOUT_S
         while (
