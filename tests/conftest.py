@@ -15,11 +15,10 @@ import pytest
 pytest.register_assert_rewrite("tests.helpers")
 
 from tests.helpers.project import (  # noqa: E402 (after the assert rewrite)
-    CACHE_DIR,
     PROJECT_ROOT,
     Workspace,
+    build_pristine,
     git,
-    run_tools,
 )
 
 # session fixtures of the Quicksviewer model tests (one checkpoint set, one Engine
@@ -34,24 +33,7 @@ def pristine_tree(tmp_path_factory):
     Tests copy it (``workspace``) and rebuild on top of its base, which is fast.
     """
     root = tmp_path_factory.mktemp("pristine")
-    (root / "patches").mkdir()
-    (root / "overlay").mkdir()
-    build = root / "sglang"
-    proc = run_tools(
-        "apply",
-        "--pin",
-        PROJECT_ROOT / "pin.toml",
-        "--patches-dir",
-        root / "patches",
-        "--overlay-dir",
-        root / "overlay",
-        "--build-dir",
-        build,
-        "--cache-dir",
-        CACHE_DIR,
-        check=True,
-    )
-    return build, proc
+    return build_pristine(root)
 
 
 @pytest.fixture

@@ -110,3 +110,28 @@ class Workspace:
     def commit_inputs(self, message="inputs"):
         git(self.root, "add", "-A")
         git(self.root, "commit", "-q", "--allow-empty", "-m", message)
+
+
+def build_pristine(root: Path, *extra):
+    """(build dir, tools' process) of a tree with the pinned base and nothing on it
+    (empty patches/ and overlay/ under ``root``); ``extra``: more ``apply`` options
+    (``--release``, ...)."""
+    (root / "patches").mkdir()
+    (root / "overlay").mkdir()
+    build = root / "sglang"
+    proc = run_tools(
+        "apply",
+        "--pin",
+        PROJECT_ROOT / "pin.toml",
+        *extra,
+        "--patches-dir",
+        root / "patches",
+        "--overlay-dir",
+        root / "overlay",
+        "--build-dir",
+        build,
+        "--cache-dir",
+        CACHE_DIR,
+        check=True,
+    )
+    return build, proc

@@ -14,7 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.project import CACHE_DIR, PROJECT_ROOT, Workspace, git, run_tools
+from tests.helpers.project import (
+    PROJECT_ROOT,
+    Workspace,
+    build_pristine,
+    git,
+)
 from tests.helpers.tree import commit_in_tree, subjects
 from tools import ToolError
 from tools.tree import Paths, read_manifest, release_inputs
@@ -177,26 +182,7 @@ def test_the_projects_variants_are_ported_from_the_current_series():
 def pristine_0523(tmp_path_factory):
     """A pristine 0.5.23 tree (no patches, no overlay), built once per session."""
     root = tmp_path_factory.mktemp("pristine-0523")
-    (root / "patches").mkdir()
-    (root / "overlay").mkdir()
-    build = root / "sglang"
-    proc = run_tools(
-        "apply",
-        "--pin",
-        PROJECT_ROOT / "pin.toml",
-        "--release",
-        RELEASE,
-        "--patches-dir",
-        root / "patches",
-        "--overlay-dir",
-        root / "overlay",
-        "--build-dir",
-        build,
-        "--cache-dir",
-        CACHE_DIR,
-        check=True,
-    )
-    return build, proc
+    return build_pristine(root, "--release", RELEASE)
 
 
 @pytest.fixture
