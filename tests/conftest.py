@@ -21,8 +21,8 @@ from tests.helpers.project import (  # noqa: E402 (after the assert rewrite)
     git,
 )
 
-# session fixtures of the Quicksviewer model tests (one checkpoint set, one Engine
-# per dtype, shared by every test module)
+# fixtures of the Quicksviewer model tests (one checkpoint set for the session,
+# engines per test module)
 pytest_plugins = ["tests.helpers.model_fixtures"]
 
 

@@ -3,7 +3,7 @@
 Everything is built once per test session: a seeded tiny checkpoint in the
 original on-disk format per dtype and its converted SGLang copy, the standard
 test videos (written with OpenCV, decoded for real), the reference
-implementation, and one real ``sglang.Engine`` per dtype on CPU.
+implementation; real ``sglang.Engine``s on CPU per test module (``engines``).
 """
 
 from __future__ import annotations
@@ -111,21 +111,33 @@ def references(checkpoints) -> References:
 
 
 class Engines:
-    """One real sglang.Engine per dtype, started on first use."""
+    """Real sglang.Engines, one per dtype and server arguments, started on first use.
 
-    def __init__(self, checkpoints: Checkpoints):
+    At most ``capacity`` run at once: starting another shuts down the one used least
+    recently. Every engine is a scheduler and a detokenizer process of 1-3 GB each
+    on CPU, and CI's host has 24 GB, so a session that kept every engine it ever
+    started alive was killed by the kernel (the SIGKILL of CI stage 'test').
+    """
+
+    def __init__(self, checkpoints: Checkpoints, capacity: int = 2):
         self.checkpoints = checkpoints
-        self.engines = {}
+        self.capacity = capacity
+        self.engines = {}  # least recently used first
 
     def __call__(self, dtype: str, **overrides):
         """The engine for ``dtype``; ``overrides`` (server arguments) get their own."""
         key = (dtype, tuple(sorted(overrides.items())))
-        if key not in self.engines:
-            import sglang
+        if key in self.engines:
+            self.engines[key] = self.engines.pop(key)  # now the most recent
+            return self.engines[key]
+        while len(self.engines) >= self.capacity:
+            oldest = next(iter(self.engines))
+            self.engines.pop(oldest).shutdown()
+        import sglang
 
-            path = self.checkpoints.converted(dtype)
-            kwargs = {**engine_kwargs(path, dtype), **overrides}
-            self.engines[key] = sglang.Engine(**kwargs)
+        path = self.checkpoints.converted(dtype)
+        kwargs = {**engine_kwargs(path, dtype), **overrides}
+        self.engines[key] = sglang.Engine(**kwargs)
         return self.engines[key]
 
     def shutdown(self):
@@ -134,8 +146,9 @@ class Engines:
         self.engines.clear()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def engines(checkpoints):
+    """The engines of one test module (shut down when it ends, see ``Engines``)."""
     pool = Engines(checkpoints)
     yield pool
     pool.shutdown()
