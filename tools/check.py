@@ -73,7 +73,7 @@ def series_files(build: Path) -> List[str]:
 
 
 def check(paths, tools_dir: Path = PROJECT_ROOT / "tools") -> None:
-    from tools.tree import overlay_files
+    from tools.tree import BASE_TAG, overlay_files
 
     start = time.monotonic()
     build = paths.build
@@ -94,7 +94,7 @@ def check(paths, tools_dir: Path = PROJECT_ROOT / "tools") -> None:
         if rel.suffix == ".py" and (build / rel).is_file()
     ]
     failures += format_failures(overlay_py, build, "check")
-    failures += codespell_failures(series, build, "check")
+    failures += codespell_failures(series, build, "check", base=BASE_TAG)
     guarded = [MODEL_CONFIG] + [p for p in overlay_py if p != MODEL_CONFIG]
     failures += guard_failures(guarded, build, "check")
 

@@ -82,6 +82,37 @@ def test_check_fails_on_a_misspelling(probe_ws):
     probe_ws.tools("check", check=True)
 
 
+SERVER_ARGS = "python/sglang/srt/server_args.py"
+
+
+def test_check_leaves_upstreams_own_misspellings_to_upstream(probe_ws):
+    """A patch to a file whose released text codespell flags ("MIS" in 0.5.17's
+    server_args.py) passes, naming upstream's line; a misspelling the patch adds
+    to that file fails."""
+    tree = probe_ws.build
+    path = tree / SERVER_ARGS
+    released = path.read_text()
+    assert "MIS" in released
+    path.write_text(released + "\n# the probe's own line\n")
+    commit_in_tree(tree, "[Probe] A line in server_args.py")
+    probe_ws.tools("export", check=True)
+    probe_ws.commit_inputs("exported")
+    probe_ws.tools("apply", check=True)
+    proc = probe_ws.tools("check", check=True)
+    assert f"upstream's own line, left as it is: {SERVER_ARGS}:" in proc.stdout
+    assert "MIS ==> MISS" in proc.stdout and "codespell ok" in proc.stdout
+
+    path.write_text(path.read_text() + "# teh probe\n")
+    commit_in_tree(tree, "[Probe] A misspelling in server_args.py")
+    probe_ws.tools("export", check=True)
+    probe_ws.commit_inputs("exported again")
+    probe_ws.tools("apply", check=True)
+    proc = probe_ws.tools("check", check=2)
+    assert "codespell found misspellings" in proc.stderr
+    assert f"{SERVER_ARGS}:" in proc.stderr and "teh ==> the" in proc.stderr
+    assert "MIS ==> MISS" not in proc.stderr  # upstream's lines stay out of it
+
+
 def test_check_fails_on_uncommitted_work_and_a_stale_tree(probe_ws):
     (probe_ws.build / "scratch.txt").write_text("uncommitted\n")
     proc = probe_ws.tools("check", check=2)
