@@ -69,6 +69,41 @@ outputs (same prompt ids after cubing, same greedy tokens) served with SGLang's
 batching, radix cache and CUDA graphs."""
 
 
+# upstream's tables of docs/supported_models/text_generation/multimodal_language_models.md
+# (upstream main; the release wheels carry no docs/, so these rows cannot be a patch
+# of the series: the PR adds them in its checkout)
+DOCS_FILE = "docs/supported_models/text_generation/multimodal_language_models.md"
+DOCS_ROWS = [
+    (
+        "Supported models",
+        "| **Quicksviewer** (Qwen2.5-7B, Llama-3.1-8B) | a converted original "
+        "checkpoint | Video LMM that cuts a video (up to 420 frames at 1 fps) into "
+        "cubes of varying length and resamples each cube to 64 tokens, plus a 64-token "
+        "thumbnail; also images (anyres tiles). | The converted layout: "
+        "`model_type: quicksviewer`, chat templates `quicksviewer` and "
+        "`quicksviewer-llama-3` |",
+    ),
+    (
+        "Video Input Support",
+        "| **Quicksviewer** | a converted original checkpoint | The processor "
+        "samples one frame per second (at most 420; `fps` and `max_frames` per "
+        "request), the model encodes it once per video off the scheduler loop and "
+        "keeps the result in a visual cache; `return_segments` returns the cubes. |",
+    ),
+]
+
+
+def render_docs() -> List[str]:
+    lines = [
+        f"Rows for upstream's `{DOCS_FILE}` (added in the PR's checkout: the "
+        "release wheels this series is built on carry no `docs/`):",
+        "",
+    ]
+    for table, row in DOCS_ROWS:
+        lines += [f'- table "{table}":', "", "  " + row, ""]
+    return lines[:-1]
+
+
 @dataclass
 class Commit:
     number: int
@@ -769,6 +804,7 @@ def make_description(
     }
     extra = [
         ("How to run", render_how_to_run(repo, changes)),
+        ("Documentation", render_docs()),
         ("Test results", render_tests(ci, project_head)),
         ("Hardware requirements", render_hardware(runs, cpu_subjects(repo))),
     ]

@@ -106,6 +106,7 @@ def test_description_is_filled_from_the_recorded_results(project_ws, tmp_path):
         "Modifications",
         "Benchmark & Profiling",
         "How to run",
+        "Documentation",
         "Test results",
         "Hardware requirements",
         "Checklist",
@@ -135,6 +136,9 @@ def test_description_is_filled_from_the_recorded_results(project_ws, tmp_path):
     assert "these results are of the commit above" in text
     assert "- [ ] Format your code" in text
     assert "- [x] Add unit tests." in text  # the series adds test/ files
+    # the rows for upstream's supported-models doc
+    assert "docs/supported_models/text_generation/multimodal_language_models.md" in text
+    assert "\n  | **Quicksviewer** (Qwen2.5-7B, Llama-3.1-8B) |" in text
     # hardware
     assert "17.5 GB in bf16" in text and "9.9.9+fixture" in text
     assert "2030-01-02: 4 x NVIDIA Fixture-GPU 123GB, NVIDIA Fixture-GPU 123GB" in text
@@ -213,6 +217,7 @@ def test_upstream_template_of_the_tree_is_used(workspace, tmp_path):
         "Modifications",
         "Accuracy Tests",
         "How to run",
+        "Documentation",
         "Test results",
         "Hardware requirements",
         "Checklist",
