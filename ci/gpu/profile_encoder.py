@@ -15,6 +15,11 @@ the tower's size (the processor's output). For each frame count:
   show CPU time close to their wall time);
 - the 25 CUDA kernels with the largest total time and the 15 CPU operators with the
   largest self time (torch.profiler, one encode);
+- the grid resize (27x27 -> 24x24 bilinear, fp32, of the tower's output), the
+  largest single kernel of the first profile: the model's call and three candidates
+  (a contiguous NCHW input, channels-last input and output, the frames in slices on
+  8 streams), each timed and compared bit for bit with the model's call, with the
+  kernel each one ran;
 - contention: a stand-in for the scheduler's decode loop on the main thread (a
   high-priority stream; per step 64 small operators, a matrix-vector product over
   2 GB of weights, a wait for the step), its step times alone and while a worker
@@ -28,6 +33,7 @@ Not a CI stage: a profile for development (docs/performance.md cites it).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import threading
@@ -116,6 +122,66 @@ def kernels(model, frames, table) -> dict:
             for e in cpu[:15]
         ],
     }
+
+
+def grid_resize_variants(frames: int, side: int = 27, size: int = 24) -> dict:
+    """The model's grid resize and candidates for it, on one random tower output."""
+    import torch.nn.functional as F
+    from torch.profiler import ProfilerActivity, profile
+
+    gen = torch.Generator(device="cuda").manual_seed(frames)
+    hidden = torch.randn(
+        frames, side * side, 1152, device="cuda", dtype=torch.bfloat16, generator=gen
+    )
+    grid = hidden.view(frames, side, side, -1).permute(0, 3, 1, 2)
+
+    def resize(x):
+        return F.interpolate(
+            x, size=(size, size), mode="bilinear", align_corners=False
+        ).to(hidden.dtype)
+
+    streams = [torch.cuda.Stream() for _ in range(8)]
+
+    def sliced():
+        x = grid.float()
+        out = torch.empty(
+            (frames, x.shape[1], size, size), device="cuda", dtype=hidden.dtype
+        )
+        main = torch.cuda.current_stream()
+        step = -(-frames // len(streams))
+        for i, stream in enumerate(streams):
+            stream.wait_stream(main)
+            with torch.cuda.stream(stream):
+                part = slice(i * step, (i + 1) * step)
+                out[part] = resize(x[part])
+        for stream in streams:
+            main.wait_stream(stream)
+        return out
+
+    variants = {
+        "model": lambda: resize(grid.float()),
+        "nchw_contiguous": lambda: resize(grid.float().contiguous()),
+        "channels_last": lambda: resize(
+            grid.float().contiguous(memory_format=torch.channels_last)
+        ),
+        "8_stream_slices": sliced,
+    }
+    reference = variants["model"]()
+    out = {}
+    for name, fn in variants.items():
+        result, seconds, _ = timed(fn, 5)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        kernels = sorted(
+            {e.key[:80] for e in prof.key_averages() if "upsample" in e.key.lower()}
+        )
+        out[name] = {
+            "ms": round(seconds * 1e3, 3),
+            "identical": bool(torch.equal(result, reference)),
+            "kernels": kernels,
+        }
+    return out
 
 
 def decode_loop(stop, weights, steps: list, stream) -> None:
@@ -221,10 +287,14 @@ def main() -> None:
             }
             entry.update(stages(model, frames, table, args.repeat))
             entry.update(kernels(model, frames, table))
+            entry["grid_resize"] = grid_resize_variants(n)
+        result[f"{n}_frames"] = entry
+        write_result("profile_encoder", result)  # kept if a later part runs out of time
         if n == max(args.frames):
             entry["contention"] = contention(model, frames, table)
-        result[f"{n}_frames"] = entry
-        print(f"== {n} frames: {entry['encode_video_s']} s", flush=True)
+        # the output tail is all a call that runs out of time returns: the summary
+        brief = {k: v for k, v in entry.items() if not k.startswith("cuda")}
+        print(f"== {n} frames: {json.dumps(brief)}", flush=True)
     write_result("profile_encoder", result)
 
 
