@@ -28,6 +28,9 @@ the tower's size (the processor's output). For each frame count:
   GIL contention (fixed by the interval) from GPU contention (not).
 
 Not a CI stage: a profile for development (docs/performance.md cites it).
+``--device cpu --checkpoint DIR`` runs the same code on a CPU host (a tiny
+converted checkpoint; no streams, so no slices and no contention part), to try the
+script before a GPU call.
 """
 
 from __future__ import annotations
@@ -46,14 +49,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import checkpoint_dirs, write_result  # noqa: E402
 
 
+DEVICE = "cuda"
+
+
+def sync() -> None:
+    if DEVICE == "cuda":
+        sync()
+
+
 def timed(fn, repeat: int) -> tuple:
     """(result, best wall seconds, CPU seconds of that run) of ``fn``, synchronised."""
     best = None
     for _ in range(repeat):
-        torch.cuda.synchronize()
+        sync()
         wall, cpu = time.perf_counter(), time.thread_time()
         result = fn()
-        torch.cuda.synchronize()
+        sync()
         wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
         if best is None or wall < best[1]:
             best = (result, wall, cpu)
@@ -99,9 +110,12 @@ def stages(model, frames, table, repeat: int) -> dict:
 def kernels(model, frames, table) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    activities = [ProfilerActivity.CPU]
+    if DEVICE == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
         model.encode_video(frames, table)
-        torch.cuda.synchronize()
+        sync()
     events = prof.key_averages()
     cuda = sorted(events, key=lambda e: e.device_time_total, reverse=True)
     cpu = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)
@@ -129,9 +143,9 @@ def grid_resize_variants(frames: int, side: int = 27, size: int = 24) -> dict:
     import torch.nn.functional as F
     from torch.profiler import ProfilerActivity, profile
 
-    gen = torch.Generator(device="cuda").manual_seed(frames)
+    gen = torch.Generator(device=DEVICE).manual_seed(frames)
     hidden = torch.randn(
-        frames, side * side, 1152, device="cuda", dtype=torch.bfloat16, generator=gen
+        frames, side * side, 1152, device=DEVICE, dtype=torch.bfloat16, generator=gen
     )
     grid = hidden.view(frames, side, side, -1).permute(0, 3, 1, 2)
 
@@ -140,12 +154,12 @@ def grid_resize_variants(frames: int, side: int = 27, size: int = 24) -> dict:
             x, size=(size, size), mode="bilinear", align_corners=False
         ).to(hidden.dtype)
 
-    streams = [torch.cuda.Stream() for _ in range(8)]
+    streams = [torch.cuda.Stream() for _ in range(8)] if DEVICE == "cuda" else []
 
     def sliced():
         x = grid.float()
         out = torch.empty(
-            (frames, x.shape[1], size, size), device="cuda", dtype=hidden.dtype
+            (frames, x.shape[1], size, size), device=DEVICE, dtype=hidden.dtype
         )
         main = torch.cuda.current_stream()
         step = -(-frames // len(streams))
@@ -164,15 +178,19 @@ def grid_resize_variants(frames: int, side: int = 27, size: int = 24) -> dict:
         "channels_last": lambda: resize(
             grid.float().contiguous(memory_format=torch.channels_last)
         ),
-        "8_stream_slices": sliced,
     }
+    if streams:
+        variants["8_stream_slices"] = sliced
     reference = variants["model"]()
+    activities = [ProfilerActivity.CPU]
+    if DEVICE == "cuda":
+        activities.append(ProfilerActivity.CUDA)
     out = {}
     for name, fn in variants.items():
         result, seconds, _ = timed(fn, 5)
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        with profile(activities=activities) as prof:
             fn()
-            torch.cuda.synchronize()
+            sync()
         kernels = sorted(
             {e.key[:80] for e in prof.key_averages() if "upsample" in e.key.lower()}
         )
@@ -261,22 +279,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, nargs="+", default=[60, 420])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None, help="a converted checkpoint"
+    )
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = args.device
 
     from tools.sglang_inprocess import init_single_rank, load_model
 
-    _, converted = checkpoint_dirs()
-    init_single_rank(str(converted), "cuda")
-    processor, model = load_model(str(converted), "bf16", "cuda")
+    converted = args.checkpoint or checkpoint_dirs()[1]
+    init_single_rank(str(converted), DEVICE)
+    processor, model = load_model(str(converted), "bf16", DEVICE)
     from sglang.srt.multimodal.quicksviewer_resize import PixelNormalizer
 
-    table = PixelNormalizer(1 / 255, [0.5] * 3, [0.5] * 3).table.cuda()
+    table = PixelNormalizer(1 / 255, [0.5] * 3, [0.5] * 3).table.to(DEVICE)
     side = model.vision_tower.embeddings.image_size
-    result = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
-    gen = torch.Generator(device="cuda").manual_seed(0)
+    gpu = torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu"
+    result = {"gpu": gpu, "torch": torch.__version__}
+    gen = torch.Generator(device=DEVICE).manual_seed(0)
     for n in args.frames:
         frames = torch.randint(
-            0, 256, (n, side, side, 3), dtype=torch.uint8, device="cuda", generator=gen
+            0, 256, (n, side, side, 3), dtype=torch.uint8, device=DEVICE, generator=gen
         )
         with torch.no_grad():
             model.encode_video(frames, table)  # warm-up (autotuning, tables)
@@ -290,7 +315,7 @@ def main() -> None:
             entry["grid_resize"] = grid_resize_variants(n)
         result[f"{n}_frames"] = entry
         write_result("profile_encoder", result)  # kept if a later part runs out of time
-        if n == max(args.frames):
+        if n == max(args.frames) and DEVICE == "cuda":
             entry["contention"] = contention(model, frames, table)
         # the output tail is all a call that runs out of time returns: the summary
         brief = {k: v for k, v in entry.items() if not k.startswith("cuda")}
