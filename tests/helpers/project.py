@@ -5,6 +5,7 @@ import them from here (never from conftest or another test module).
 """
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,17 @@ class Workspace:
     def commit_inputs(self, message="inputs"):
         git(self.root, "add", "-A")
         git(self.root, "commit", "-q", "--allow-empty", "-m", message)
+
+    def start(self, pristine: Path):
+        """With the inputs in place: the build dir a copy of the ``pristine`` tree, the
+        inputs a git repository (build/ ignored) with them committed."""
+        self.build.parent.mkdir()
+        shutil.copytree(pristine, self.build, symlinks=True)
+        (self.root / ".gitignore").write_text("/build/\n")
+        git(self.root, "init", "-q")
+        git(self.root, "config", "user.name", "test")
+        git(self.root, "config", "user.email", "test@localhost")
+        self.commit_inputs()
 
 
 def build_pristine(root: Path, *extra):
