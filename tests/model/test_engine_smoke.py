@@ -74,6 +74,7 @@ def build_tiny_qwen2(directory: Path) -> Path:
 
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(directory)
+    # a plain Qwen2 of its own: tools/checkpoints/tiny.py's TEXT only in shape
     config = Qwen2Config(
         vocab_size=512,
         hidden_size=64,

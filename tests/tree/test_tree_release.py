@@ -369,6 +369,7 @@ def test_a_port_equal_to_the_default_patch_needs_no_variant(ws23):
 
 
 def test_a_port_keeps_the_subject(ws23):
+    # a port's first steps, as in the tests above: each test reads as one whole port
     only_register(ws23)
     ws23.tools("apply", "--port", REGISTER, check=True)
     tree = ws23.build
