@@ -19,7 +19,6 @@ measurement. Prints a table and writes ``--out``: ``decode_tok_s`` per
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_video_ttft import (  # noqa: E402
     chat_stream,
     parse_server_args,
+    report,
     served,
     user_turn,
 )
@@ -114,9 +114,7 @@ def main() -> None:
     with served(args) as (url, _):
         results = bench(url, video, args.tokens)
     results = {"decode_tok_s": results, "server_args": args.server_arg}
-    print(table(results["decode_tok_s"]))
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1))
+    report(args, table(results["decode_tok_s"]), results)
 
 
 if __name__ == "__main__":

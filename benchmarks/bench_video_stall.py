@@ -24,7 +24,6 @@ kernel loading does not count. The streaming client is bench_video_ttft's.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import threading
@@ -36,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_video_ttft import (  # noqa: E402
     chat_stream,
     parse_server_args,
+    report,
     served,
     timings,
     user_turn,
@@ -164,9 +164,7 @@ def main() -> None:
     server_log = Path(args.server_log) if args.server_log else None
     with served(args, server_log) as (url, log_path):
         result = bench(args, url, log_path)
-    print(table(result))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1))
+    report(args, table(result), result)
 
 
 if __name__ == "__main__":

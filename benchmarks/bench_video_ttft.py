@@ -96,6 +96,13 @@ def served(args, log_path: Path | None = None):
         yield server.url, server.log
 
 
+def report(args, text: str, results) -> None:
+    """Print ``text`` (the results' table); write ``results`` as JSON to ``--out``."""
+    print(text)
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1))
+
+
 def chat_stream(url: str, messages: list, max_tokens: int, **extra) -> dict:
     """Stream one greedy chat completion; times are wall-clock (time.time()).
 
@@ -206,9 +213,7 @@ def main() -> None:
     args.videos = [tuple(v.split("=", 1)) for v in args.video]
     with served(args) as (url, log_path):
         results = bench(args, url, log_path)
-    print(table(results))
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1))
+    report(args, table(results), results)
 
 
 if __name__ == "__main__":

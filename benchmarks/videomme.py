@@ -375,6 +375,7 @@ def main(argv=None) -> int:
         default=ORIGINAL_MAX_NEW_TOKENS,
         help="new tokens at most (chat()'s 2048)",
     )
+    # options alike only in shape to other benchmarks': each its own names and help
     parser.add_argument(
         "--greedy",
         action="store_true",

@@ -542,6 +542,7 @@ class QuicksviewerReference:
         )
         features = encoding.features if thumbnail else encoding.features[1:]
         generation = self.generate(self.embed(merged, features), max_new_tokens)
+        # keyword fields, alike only in shape to other records (ImageRun, ChatResult)
         return VideoRun(
             frames=frames,
             pixels=pixels,
@@ -578,6 +579,7 @@ class QuicksviewerReference:
         input_ids = pre.tokenize_with_sentinels(prompt, self.tokenizer)
         features = self.encode_images(pixels)
         generation = self.generate(self.embed(input_ids, features), max_new_tokens)
+        # like run_video's VideoRun in shape only: an image run's own fields
         return ImageRun(
             pixels=pixels,
             views_per_image=per_image,

@@ -18,7 +18,6 @@ from tests.helpers.project import (  # noqa: E402 (after the assert rewrite)
     PROJECT_ROOT,
     Workspace,
     build_pristine,
-    git,
 )
 
 # fixtures of the Quicksviewer model tests (one checkpoint set for the session,
@@ -47,11 +46,5 @@ def workspace(tmp_path, pristine_tree):
     shutil.copytree(PROJECT_ROOT / "patches" / "cpu", ws.patches / "cpu")
     (ws.patches / "series").write_text("")
     ws.overlay.mkdir()
-    ws.build.parent.mkdir()
-    shutil.copytree(pristine_tree[0], ws.build, symlinks=True)
-    (ws.root / ".gitignore").write_text("/build/\n")
-    git(ws.root, "init", "-q")
-    git(ws.root, "config", "user.name", "test")
-    git(ws.root, "config", "user.email", "test@localhost")
-    ws.commit_inputs()
+    ws.start(pristine_tree[0])
     return ws

@@ -166,6 +166,7 @@ def _check(args):
 def _pr(args):
     from tools.pr import make_pr
 
+    # like _apply only in shape: each command forwards its own options
     make_pr(
         _paths(args),
         out=args.out,
@@ -422,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="default: dist/qsv-wheelhouse-cp312-<sm>.tar.xz",
     )
+    # options like the example server's in shape only: each its own names and help
     p.add_argument(
         "--sglang-wheel",
         type=Path,

@@ -387,6 +387,7 @@ METRICS = {
     "stall_p99_gap_s": Metric(
         "stall", ("stall_p99_gap_s",), LOWER, 0.25, 0.005, "s",
         "99th-percentile gap of a running stream while a 420-frame video is admitted"),
+    # one entry a metric, alike only in shape: each its stage, path, limits and words
     "decode_tok_s_short_bs1": Metric(
         "decode", ("decode_tok_s", "short_bs1", "per_stream_tok_s"), HIGHER, 0.05, 0.0,
         "tok/s", "decode tokens/s, batch 1, after a short text prompt"),

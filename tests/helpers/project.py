@@ -5,6 +5,8 @@ import them from here (never from conftest or another test module).
 """
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +71,50 @@ def run_tools(*args, check=None, env=None, timeout=300):
     return proc
 
 
+def kill_group(proc: subprocess.Popen) -> None:
+    """Kill ``proc``'s children and its process group (``start_new_session``)."""
+    try:
+        import psutil
+
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except Exception:
+        children = []
+    for child in children:
+        try:
+            child.kill()
+        except Exception:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def run_in_own_group(cmd, timeout, **popen_kw) -> tuple[int | None, str]:
+    """(exit status, stdout and stderr together) of ``cmd`` run in a process group of
+    its own; the status is None where it ran past ``timeout`` s. The group is killed
+    at the end whatever the outcome (an Engine child a failure left behind)."""
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        **popen_kw,
+    )
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        output, _ = proc.communicate()
+        code = None
+    finally:
+        kill_group(proc)
+    return code, output
+
+
 def git(cwd, *args):
     """``git <args>`` in ``cwd``; returns stdout without the trailing newline."""
     proc = subprocess.run(
@@ -110,6 +156,17 @@ class Workspace:
     def commit_inputs(self, message="inputs"):
         git(self.root, "add", "-A")
         git(self.root, "commit", "-q", "--allow-empty", "-m", message)
+
+    def start(self, pristine: Path):
+        """With the inputs in place: the build dir a copy of the ``pristine`` tree, the
+        inputs a git repository (build/ ignored) with them committed."""
+        self.build.parent.mkdir()
+        shutil.copytree(pristine, self.build, symlinks=True)
+        (self.root / ".gitignore").write_text("/build/\n")
+        git(self.root, "init", "-q")
+        git(self.root, "config", "user.name", "test")
+        git(self.root, "config", "user.email", "test@localhost")
+        self.commit_inputs()
 
 
 def build_pristine(root: Path, *extra):

@@ -278,6 +278,12 @@ def run(cmd, check=True) -> subprocess.CompletedProcess:
     return proc
 
 
+def run_bench(script, *args) -> subprocess.CompletedProcess:
+    """``benchmarks/<script> <args>``, which must succeed."""
+    bench = PROJECT_ROOT / "benchmarks" / script
+    return run([sys.executable, str(bench), *map(str, args)])
+
+
 def test_videomme_harness_end_to_end(server, tmp_path):
     parquet, videos, rows = write_dataset(tmp_path)
     log = tmp_path / "videomme.json"
@@ -371,27 +377,24 @@ def test_videomme_harness_end_to_end(server, tmp_path):
 def test_serving_benchmark_short_run(server, tmp_path):
     out = tmp_path / "serving.json"
     server.wait_ready()
-    proc = run(
-        [
-            sys.executable,
-            str(PROJECT_ROOT / "benchmarks" / "bench_video_serving.py"),
-            "--url",
-            server.url,
-            "--num-requests",
-            "3",
-            "--max-concurrency",
-            "2",
-            "--video-spec",
-            "3:96x64@10",
-            "--video-spec",
-            "4:64x48@8",
-            "--output-len",
-            "5",
-            "--video-dir",
-            str(tmp_path / "clips"),
-            "--out",
-            str(out),
-        ]
+    proc = run_bench(
+        "bench_video_serving.py",
+        "--url",
+        server.url,
+        "--num-requests",
+        3,
+        "--max-concurrency",
+        2,
+        "--video-spec",
+        "3:96x64@10",
+        "--video-spec",
+        "4:64x48@8",
+        "--output-len",
+        5,
+        "--video-dir",
+        tmp_path / "clips",
+        "--out",
+        out,
     )
     result = json.loads(out.read_text())
     m, reqs = result["metrics"], result["requests"]
@@ -433,20 +436,8 @@ def test_ttft_decode_stall_benchmarks_through_the_shared_client(server, tmp_path
     clip = write_video(tmp_path / "clip.mp4", 3, 10.0, 96, 64, seed=31)
     out = tmp_path / "ttft.json"
     server.wait_ready()
-    run(
-        [
-            sys.executable,
-            str(PROJECT_ROOT / "benchmarks" / "bench_video_ttft.py"),
-            "--url",
-            server.url,
-            "--video",
-            f"tiny={clip}",
-            "--tokens",
-            "2",
-            "--out",
-            str(out),
-        ]
-    )
+    tiny = ["--url", server.url, "--video", f"tiny={clip}"]
+    run_bench("bench_video_ttft.py", *tiny, "--tokens", 2, "--out", out)
     runs = json.loads(out.read_text())["tiny"]
     assert list(runs) == ["first", "again_1", "follow_up"]
     for r in runs.values():
@@ -457,20 +448,7 @@ def test_ttft_decode_stall_benchmarks_through_the_shared_client(server, tmp_path
 
     # bench_decode.py streams through bench_video_ttft.chat_stream too
     out = tmp_path / "decode.json"
-    run(
-        [
-            sys.executable,
-            str(PROJECT_ROOT / "benchmarks" / "bench_decode.py"),
-            "--url",
-            server.url,
-            "--video",
-            f"tiny={clip}",
-            "--tokens",
-            "4",
-            "--out",
-            str(out),
-        ]
-    )
+    run_bench("bench_decode.py", *tiny, "--tokens", 4, "--out", out)
     decode = json.loads(out.read_text())["decode_tok_s"]
     assert list(decode) == ["short_bs1", "short_bs8", "long_bs1", "long_bs8"]
     for key, r in decode.items():
@@ -480,21 +458,18 @@ def test_ttft_decode_stall_benchmarks_through_the_shared_client(server, tmp_path
     # and bench_video_stall.py, on the chunk times of the shared client
     other = write_video(tmp_path / "other.mp4", 3, 10.0, 96, 64, seed=32)
     out = tmp_path / "stall.json"
-    run(
-        [
-            sys.executable,
-            str(PROJECT_ROOT / "benchmarks" / "bench_video_stall.py"),
-            "--url",
-            server.url,
-            "--video",
-            str(other),
-            "--tokens",
-            "256",
-            "--warmup-s",
-            "0.5",
-            "--out",
-            str(out),
-        ]
+    run_bench(
+        "bench_video_stall.py",
+        "--url",
+        server.url,
+        "--video",
+        other,
+        "--tokens",
+        256,
+        "--warmup-s",
+        0.5,
+        "--out",
+        out,
     )
     stall = json.loads(out.read_text())
     assert stall["stream_tokens"] > 1 and stall["video_ttft_s"] > 0

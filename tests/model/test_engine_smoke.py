@@ -7,9 +7,6 @@ whole process tree if it fails or takes too long.
 """
 
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,7 +16,12 @@ import pytest
 if __name__ == "__main__":  # the Engine's child process: the project root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.helpers.project import BUILD_TREE, PROJECT_ROOT, SGLANG_VERSION  # noqa: E402
+from tests.helpers.project import (  # noqa: E402
+    BUILD_TREE,
+    PROJECT_ROOT,
+    SGLANG_VERSION,
+    run_in_own_group,
+)
 from tools.pin import pinned_releases  # noqa: E402
 
 MAX_NEW_TOKENS = 16
@@ -74,6 +76,7 @@ def build_tiny_qwen2(directory: Path) -> Path:
 
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(directory)
+    # a plain Qwen2 of its own: tools/checkpoints/tiny.py's TEXT only in shape
     config = Qwen2Config(
         vocab_size=512,
         hidden_size=64,
@@ -121,25 +124,6 @@ def transformers_greedy(model_dir: Path, prompts):
     return outputs
 
 
-def _kill_tree(proc: subprocess.Popen) -> None:
-    try:
-        import psutil
-
-        children = psutil.Process(proc.pid).children(recursive=True)
-    except Exception:
-        children = []
-    for child in children:
-        try:
-            child.kill()
-        except Exception:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
 @pytest.fixture(scope="module")
 def tiny_qwen2(tmp_path_factory):
     return build_tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen2"))
@@ -149,23 +133,10 @@ def test_engine_matches_transformers_greedy(tiny_qwen2, tmp_path):
     out_file = tmp_path / "engine.json"
     cmd = [sys.executable, __file__, str(tiny_qwen2), str(out_file)]
     start = time.monotonic()
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        output, _ = proc.communicate(timeout=ENGINE_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        _kill_tree(proc)
-        output = proc.stdout.read() if proc.stdout else ""
+    code, output = run_in_own_group(cmd, ENGINE_TIMEOUT_S)
+    if code is None:
         pytest.fail(f"Engine run exceeded {ENGINE_TIMEOUT_S}s:\n{output[-6000:]}")
-    finally:
-        if proc.poll() is None:
-            _kill_tree(proc)
-    assert proc.returncode == 0, f"Engine run failed:\n{output[-6000:]}"
+    assert code == 0, f"Engine run failed:\n{output[-6000:]}"
     result = json.loads(out_file.read_text())
 
     # the Engine ran from the patched tree, not from some installed sglang

@@ -53,10 +53,10 @@ def server_log(server) -> str:
     return server.log.read_text(errors="replace")
 
 
-def run_example(*args) -> subprocess.CompletedProcess:
+def run_example(*args, script=EXAMPLE) -> subprocess.CompletedProcess:
     # the example's own interpreter and working directory: the user's
     return subprocess.run(
-        [sys.executable, str(EXAMPLE), *map(str, args)],
+        [sys.executable, str(script), *map(str, args)],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
@@ -119,13 +119,7 @@ TIMELINE = PROJECT_ROOT / "examples" / "video_timeline.py"
 
 
 def run_timeline(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(TIMELINE), *map(str, args)],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-    )
+    return run_example(*args, script=TIMELINE)
 
 
 def reference_cubes(references, path) -> tuple[list[float], list[tuple[int, int]]]:

@@ -76,6 +76,7 @@ def expected_views(width: int, height: int) -> int:
 
 def test_expectation_facts():
     """Hand-checked against the notes, so the rule above is the original's."""
+    # a table of facts, like convert.py's KNOWN_IMAGE_SIZES only in shape
     assert {
         p: 1 + math.ceil(p[0] / TILE) * math.ceil(p[1] / TILE) for p in PINPOINTS
     } == {

@@ -133,6 +133,7 @@ def data_url(path: Path, mime: str) -> str:
 
 def cases(media: Path, url: str) -> dict:
     good = str(media / "good.mp4")
+    # one case a limit, alike only in shape: each its own input and message
     return {
         "video bytes": (
             generate([str(media / "big.mp4")]),

@@ -270,6 +270,7 @@ def test_engine_choice():
 def test_dense_float64_path_is_exact_on_cpu():
     """The CUDA algorithm, run on CPU tensors."""
     require_pillow_12()
+    # sizes of its own, like the CPU engines' test above only in shape
     for (w, h), (ow, oh) in [
         ((640, 360), (384, 384)),
         ((360, 640), (384, 384)),

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
 import sys
 
-from tests.helpers.project import BUILD_TREE, PROJECT_ROOT
+from tests.helpers.project import BUILD_TREE, PROJECT_ROOT, run_in_own_group
 
 UPSTREAM_TEST = "test/registered/vlm/test_quicksviewer.py"
 TIMEOUT_S = 420
@@ -32,28 +30,16 @@ def test_upstream_quicksviewer_test_passes(checkpoints):
     env = dict(os.environ)
     env["QUICKSVIEWER_MODEL_PATH"] = str(checkpoints.converted("fp32"))
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # keep build/sglang clean
-    proc = subprocess.Popen(
+    code, output = run_in_own_group(
         # no cache provider: no .pytest_cache in build/sglang
         [sys.executable, "-m", "pytest", UPSTREAM_TEST, "-v", "-p", "no:cacheprovider"],
+        TIMEOUT_S,
         cwd=BUILD_TREE,
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
     )
-    try:
-        output, _ = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
+    if code is None:
         raise AssertionError(f"upstream test hung ({TIMEOUT_S}s):\n{output[-8000:]}")
-    finally:
-        try:  # an Engine child left behind by a failure
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    assert proc.returncode == 0, output[-8000:]
+    assert code == 0, output[-8000:]
     summary = output.strip().splitlines()[-1]
     assert re.search(rf"\b{expected} passed\b", summary), output[-8000:]
     assert not re.search(

@@ -42,27 +42,23 @@ def test_wheel_dir_copies_are_hash_checked(workspace, tmp_path):
     cache.mkdir()
     local.mkdir()
     (local / WHEEL).write_bytes(b"tampered")
-    proc = run_tools(
-        "fetch",
-        "--pin",
-        workspace.pin,
-        "--cache-dir",
-        cache,
-        env={"QSV_WHEEL_DIR": str(local)},
-        check=2,
-    )
+
+    def fetch(check):
+        return run_tools(
+            "fetch",
+            "--pin",
+            workspace.pin,
+            "--cache-dir",
+            cache,
+            env={"QSV_WHEEL_DIR": str(local)},
+            check=check,
+        )
+
+    proc = fetch(check=2)
     assert "sha256 mismatch" in proc.stderr and not (cache / WHEEL).exists()
     assert (local / WHEEL).read_bytes() == b"tampered", "a user's file is not moved"
     shutil.copy(CACHE_DIR / WHEEL, local / WHEEL)
-    proc = run_tools(
-        "fetch",
-        "--pin",
-        workspace.pin,
-        "--cache-dir",
-        cache,
-        env={"QSV_WHEEL_DIR": str(local)},
-        check=True,
-    )
+    proc = fetch(check=True)
     assert (cache / WHEEL).exists()
 
 

@@ -14,12 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.project import (
-    PROJECT_ROOT,
-    Workspace,
-    build_pristine,
-    git,
-)
+from tests.helpers.project import PROJECT_ROOT, Workspace, build_pristine, git
 from tests.helpers.tree import commit_in_tree, subjects
 from tools import ToolError
 from tools.tree import Paths, read_manifest, release_inputs
@@ -194,13 +189,7 @@ def ws23(tmp_path, pristine_0523):
     shutil.copy(PROJECT_ROOT / "pin.toml", ws.pin)
     shutil.copytree(PROJECT_ROOT / "patches", ws.patches)
     shutil.copytree(PROJECT_ROOT / "overlay", ws.overlay)
-    ws.build.parent.mkdir()
-    shutil.copytree(pristine_0523[0], ws.build, symlinks=True)
-    (ws.root / ".gitignore").write_text("/build/\n")
-    git(ws.root, "init", "-q")
-    git(ws.root, "config", "user.name", "test")
-    git(ws.root, "config", "user.email", "test@localhost")
-    ws.commit_inputs()
+    ws.start(pristine_0523[0])
     plain = ws.tools
     ws.tools = lambda command, *extra, **kw: plain(
         command, "--release", RELEASE, *extra, **kw
@@ -380,6 +369,7 @@ def test_a_port_equal_to_the_default_patch_needs_no_variant(ws23):
 
 
 def test_a_port_keeps_the_subject(ws23):
+    # a port's first steps, as in the tests above: each test reads as one whole port
     only_register(ws23)
     ws23.tools("apply", "--port", REGISTER, check=True)
     tree = ws23.build

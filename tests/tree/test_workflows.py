@@ -213,6 +213,7 @@ def test_the_linter_catches(tmp_path, case):
 
 def test_the_linter_accepts_expressions_with_functions_and_strings(tmp_path):
     path = tmp_path / "ok.yml"
+    # a whole workflow, read as it is: its header repeats the case above on purpose
     path.write_text(
         textwrap.dedent(
             """

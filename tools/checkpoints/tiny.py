@@ -78,6 +78,7 @@ IMAGE_GRID_PINPOINTS = (
     "(896, 224)]"
 )
 
+# TEXT and VISION alike only in shape (config tables): the LM's and the tower's sizes
 TEXT = dict(
     hidden_size=128,
     intermediate_size=256,

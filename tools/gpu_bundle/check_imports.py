@@ -211,6 +211,17 @@ def _broken_module(exc):
     return name
 
 
+def _error(exc):
+    """The result fields of a module whose import raised ``exc``."""
+    return dict(
+        ok=False,
+        kind="error",
+        error="%s: %s" % (type(exc).__name__, exc),
+        where=_where(exc),
+        broken=_broken_module(exc),
+    )
+
+
 def worker(modules, stubs):
     if stubs:
         sys.meta_path.insert(0, _StubFinder(stubs))
@@ -231,33 +242,18 @@ def worker(modules, stubs):
             importlib.import_module(name)
             entry["ok"] = True
         except ModuleNotFoundError as exc:
-            if not exc.name:  # raised by hand (transformers' lazy objects): an error
+            if exc.name:
                 entry.update(
                     ok=False,
-                    kind="error",
-                    error="%s: %s" % (type(exc).__name__, exc),
+                    kind="missing",
+                    missing=exc.name,
                     where=_where(exc),
-                    broken=_broken_module(exc),
+                    message=str(exc),
                 )
-                entry["seconds"] = round(time.time() - start, 2)
-                failed.add(name)
-                results.append(entry)
-                continue
-            entry.update(
-                ok=False,
-                kind="missing",
-                missing=exc.name or str(exc),
-                where=_where(exc),
-                message=str(exc),
-            )
+            else:  # raised by hand (transformers' lazy objects): an error
+                entry.update(_error(exc))
         except BaseException as exc:  # noqa: B902 -- SystemExit, OSError from .so, ...
-            entry.update(
-                ok=False,
-                kind="error",
-                error="%s: %s" % (type(exc).__name__, exc),
-                where=_where(exc),
-                broken=_broken_module(exc),
-            )
+            entry.update(_error(exc))
         entry["seconds"] = round(time.time() - start, 2)
         if not entry["ok"]:
             failed.add(name)
