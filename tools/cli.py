@@ -41,7 +41,6 @@ from pathlib import Path
 
 from tools import PROJECT_ROOT, ToolError
 
-
 # the inputs and outputs every tree command takes: option -> (default under the
 # project root, help)
 PATH_OPTIONS = {
