@@ -3,7 +3,7 @@
 Everything is built once per test session: a seeded tiny checkpoint in the
 original on-disk format per dtype and its converted SGLang copy, the standard
 test videos (written with OpenCV, decoded for real), the reference
-implementation; real ``sglang.Engine``s on CPU per test module (``engines``).
+implementation; the real ``sglang.Engine`` on CPU, one at a time (``engine_slot``).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import functools
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -110,48 +111,70 @@ def references(checkpoints) -> References:
     return References(checkpoints)
 
 
-class Engines:
-    """Real sglang.Engines, one per dtype and server arguments, started on first use.
+class EngineSlot:
+    """The one running in-process ``sglang.Engine`` (or test server) of the session.
 
-    At most ``capacity`` run at once: starting another shuts down the one used least
-    recently. Every engine is a scheduler and a detokenizer process of 1-3 GB each
-    on CPU, and CI's host has 24 GB, so a session that kept every engine it ever
-    started alive was killed by the kernel (the SIGKILL of CI stage 'test').
+    SGLang's ``Engine.shutdown()`` kills every child process of the test process
+    (``kill_process_tree(os.getpid(), include_parent=False)``): other engines'
+    schedulers and test servers too. Those engines' subprocess watchdogs then send
+    the test process SIGQUIT, and SGLang's handler kills it (CI saw pytest
+    SIGKILLed, once in test_model_variants, once in test_model_parity). So at most
+    one engine or server of the slot runs at a time: asking for another stops the
+    current one first. The slot is emptied at the end of every test module.
     """
 
-    def __init__(self, checkpoints: Checkpoints, capacity: int = 2):
-        self.checkpoints = checkpoints
-        self.capacity = capacity
-        self.engines = {}  # least recently used first
+    def __init__(self):
+        self.key = None
+        self.value = None
+        self._stop = None
 
-    def __call__(self, dtype: str, **overrides):
-        """The engine for ``dtype``; ``overrides`` (server arguments) get their own."""
-        key = (dtype, tuple(sorted(overrides.items())))
-        if key in self.engines:
-            self.engines[key] = self.engines.pop(key)  # now the most recent
-            return self.engines[key]
-        while len(self.engines) >= self.capacity:
-            oldest = next(iter(self.engines))
-            self.engines.pop(oldest).shutdown()
-        import sglang
+    def get(self, key, start: Callable[[], object], stop=lambda e: e.shutdown()):
+        """The running thing for ``key``, started by ``start()`` if another (or
+        nothing) runs now; ``stop(value)`` stops it later."""
+        if self.key != key:
+            self.release()
+            self.value = start()
+            self.key, self._stop = key, stop
+        return self.value
 
-        path = self.checkpoints.converted(dtype)
-        kwargs = {**engine_kwargs(path, dtype), **overrides}
-        self.engines[key] = sglang.Engine(**kwargs)
-        return self.engines[key]
-
-    def shutdown(self):
-        for engine in self.engines.values():
-            engine.shutdown()
-        self.engines.clear()
+    def release(self) -> None:
+        if self.key is not None:
+            value, stop = self.value, self._stop
+            self.key = self.value = self._stop = None
+            stop(value)
 
 
-@pytest.fixture(scope="module")
-def engines(checkpoints):
-    """The engines of one test module (shut down when it ends, see ``Engines``)."""
-    pool = Engines(checkpoints)
-    yield pool
-    pool.shutdown()
+@pytest.fixture(scope="session")
+def engine_slot():
+    slot = EngineSlot()
+    yield slot
+    slot.release()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _engine_slot_per_module(engine_slot):
+    """A module's engine stops when the module ends (after its own fixtures)."""
+    yield
+    engine_slot.release()
+
+
+@pytest.fixture
+def engines(checkpoints, engine_slot):
+    """``engines(dtype, **server_args)``: the real sglang.Engine of the tiny
+    converted checkpoint, in ``engine_slot`` (tests ask for the same one in a row:
+    a different one restarts it)."""
+
+    def get(dtype: str, **overrides):
+        def start():
+            import sglang
+
+            path = checkpoints.converted(dtype)
+            return sglang.Engine(**{**engine_kwargs(path, dtype), **overrides})
+
+        key = ("tiny", dtype, tuple(sorted(overrides.items())))
+        return engine_slot.get(key, start)
+
+    return get
 
 
 def run_script(script: str, *args, timeout: int = 900) -> subprocess.CompletedProcess:

@@ -123,15 +123,14 @@ def test_the_bpe_tokenizer_is_not_qwens(variants):
 
 
 # --------------------------------------------------------------- Engine parity
-@pytest.fixture(scope="module")
-def qwen_bpe_engine(variants):
+@pytest.fixture
+def qwen_bpe_engine(variants, engine_slot):
     import sglang
 
-    engine = sglang.Engine(
-        **engine_kwargs(variants.converted(variants.original("qwen-bpe")), "fp32")
+    path = variants.converted(variants.original("qwen-bpe"))
+    return engine_slot.get(
+        ("qwen-bpe", path), lambda: sglang.Engine(**engine_kwargs(path, "fp32"))
     )
-    yield engine
-    engine.shutdown()
 
 
 def check_generation(out: dict, run, vocab_size: int) -> None:
@@ -170,13 +169,17 @@ def test_non_qwen_tokenizer_images_match_reference(qwen_bpe_engine, variants, im
 
 
 # ------------------------------------------------- the Llama variant over HTTP
-@pytest.fixture(scope="module")
-def llama_server(variants, tmp_path_factory):
+@pytest.fixture
+def llama_server(variants, tmp_path_factory, engine_slot):
+    """In the engine slot too: an Engine's shutdown would kill it."""
     model = variants.converted(variants.original("llama"))
-    log = tmp_path_factory.mktemp("llama-server") / "server.log"
-    server = start_server(model, log)
-    yield server
-    server.stop()
+
+    def start():
+        return start_server(
+            model, tmp_path_factory.mktemp("llama-server") / "server.log"
+        )
+
+    return engine_slot.get(("llama-server", model), start, lambda s: s.stop())
 
 
 def test_llama_variant_chat_template_is_llama_3_chat(llama_server, variants):
@@ -400,7 +403,9 @@ def test_weight_layouts_convert_and_load_the_same_weights(layout, variants, tmp_
     assert any(n.endswith(".safetensors") for n in names) == (layout == "safetensors")
 
 
-def test_bin_weights_serve_the_same_tokens(qwen_bpe_engine, variants, videos, tmp_path):
+def test_bin_weights_serve_the_same_tokens(
+    qwen_bpe_engine, variants, videos, tmp_path, engine_slot
+):
     """SGLang's own loader reads the .bin layout (weights_only) to the same model."""
     import sglang
 
@@ -411,11 +416,11 @@ def test_bin_weights_serve_the_same_tokens(qwen_bpe_engine, variants, videos, tm
         sampling_params={"temperature": 0, "max_new_tokens": NEW_TOKENS},
     )
     expected = qwen_bpe_engine.generate(**request)["output_ids"]
-    engine = sglang.Engine(**engine_kwargs(variants.converted(original), "fp32"))
-    try:
-        assert engine.generate(**request)["output_ids"] == expected
-    finally:
-        engine.shutdown()
+    path = variants.converted(original)
+    engine = engine_slot.get(
+        ("bin", path), lambda: sglang.Engine(**engine_kwargs(path, "fp32"))
+    )
+    assert engine.generate(**request)["output_ids"] == expected
 
 
 def test_adapter_only_checkpoint_is_refused_with_the_reason(variants, tmp_path):
@@ -501,13 +506,14 @@ def test_model_base_converts_to_the_merged_layout(model_base):
     assert not [p for p in converted.iterdir() if p.name.startswith(".")]
 
 
-@pytest.fixture(scope="module")
-def model_base_engine(model_base):
+@pytest.fixture
+def model_base_engine(model_base, engine_slot):
     import sglang
 
-    engine = sglang.Engine(**engine_kwargs(model_base[2], "fp32"))
-    yield engine
-    engine.shutdown()
+    path = model_base[2]
+    return engine_slot.get(
+        ("model-base", path), lambda: sglang.Engine(**engine_kwargs(path, "fp32"))
+    )
 
 
 @pytest.mark.parametrize("media", ["video", "images"])
