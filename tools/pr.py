@@ -78,7 +78,8 @@ DOCS_ROWS = [
         "Supported models",
         "| **Quicksviewer** (Qwen2.5-7B, Llama-3.1-8B) | ModelScope "
         "`qijithu/Quicksviewer-8B`, converted by `python -m tools convert` | Video "
-        "LMM that cuts a video (up to 420 frames at 1 fps) into cubes of varying length and resamples each cube to 64 tokens, plus a 64-token "
+        "LMM that cuts a video (up to 420 frames at 1 fps) into cubes of varying "
+        "length and resamples each cube to 64 tokens, plus a 64-token "
         "thumbnail; also images (anyres tiles). | The converted layout: "
         "`model_type: quicksviewer`, chat templates `quicksviewer` and "
         "`quicksviewer-llama-3` |",
