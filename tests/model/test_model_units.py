@@ -2,8 +2,13 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from sglang.srt.configs.quicksviewer import num_cube_boundaries
-from sglang.srt.models.quicksviewer import QuicksviewerPosEmbed3D, select_cubes
+from sglang.srt.models.quicksviewer import (
+    QuicksviewerPosEmbed3D,
+    resize_patch_grid,
+    select_cubes,
+)
 
 from qsv_reference.model import sincos_3d_table
 
@@ -19,6 +24,39 @@ def test_position_table_is_bitwise_the_original():
         # bf16 positions are the rounded fp32 ones
         ours = pos(2, 4, torch.bfloat16, torch.device("cpu"))
         assert torch.equal(ours, table[2:4].reshape(-1, dim).to(torch.bfloat16))
+
+
+def original_interpolate(features: torch.Tensor, size: int) -> torch.Tensor:
+    """SiglipVisionTower.interpolate of the original (siglip_encoder_custom.py):
+    an NCHW-contiguous copy, fp32 bilinear, back to the input dtype."""
+    b, tokens, dim = features.shape
+    side = int(tokens**0.5)
+    grid = features.view(b, side, side, dim).permute(0, 3, 1, 2).contiguous()
+    grid = F.interpolate(
+        grid.to(torch.float32), size=(size, size), mode="bilinear", align_corners=False
+    ).to(features.dtype)
+    return grid.permute(0, 2, 3, 1).contiguous().flatten(1, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float16])
+def test_patch_grid_resize_is_bitwise_the_original(dtype):
+    # the channels-last input and output take other kernels than the original's
+    # NCHW copy; the bits must not change (SigLIP-so400m: 27 -> 24, 1152 channels;
+    # odd batches and sizes, few channels, an upscale)
+    gen = torch.Generator().manual_seed(0)
+    for batch, side, size, dim in (
+        (7, 27, 24, 1152),
+        (1, 27, 24, 1152),
+        (3, 16, 12, 40),
+        (2, 9, 14, 3),
+        (5, 27, 24, 16),
+    ):
+        hidden = torch.randn(batch, side * side, dim, generator=gen) * 4
+        hidden = hidden.to(dtype)
+        ours = resize_patch_grid(hidden.view(batch, side, side, dim), size)
+        expected = original_interpolate(hidden, size)
+        assert ours.shape == (batch, size * size, dim) and ours.dtype == dtype
+        assert torch.equal(ours, expected), (batch, side, size, dim)
 
 
 def test_boundary_count_formula():

@@ -116,6 +116,27 @@ def _sincos_1d(embed_dim: int, positions: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.sin(out), torch.cos(out)], dim=-1)
 
 
+def resize_patch_grid(grid: torch.Tensor, size: int) -> torch.Tensor:
+    """The tower's (B, S, S, C) patch grid resized to (B, size * size, C), row-major.
+
+    The original's arithmetic: bilinear, align_corners=False, in fp32, rounded back
+    to the input dtype. Its input is an NCHW-contiguous copy; here it is the
+    channels-last view of the grid, with a channels-last output. On CUDA PyTorch
+    then runs one thread per output element (upsample_bilinear2d_nhwc_out_frame)
+    instead of the NCHW kernel's single block of size * size threads that loops
+    over every frame and channel (27.6 ms on one SM for 60 frames on an H200).
+    Both kernels evaluate the same fp32 expression per element and give the same
+    bits (docs/design.md, "Exactness decisions"); so do the CPU kernels (tested).
+    """
+    out = F.interpolate(
+        grid.permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last),
+        size=(size, size),
+        mode="bilinear",
+        align_corners=False,
+    ).to(grid.dtype)
+    return out.permute(0, 2, 3, 1).flatten(1, 2)
+
+
 def lookup_pixels(frames: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """(N, H, W, C) uint8 frames -> (N, C, H, W) pixels ``table[value, channel]``.
 
@@ -614,14 +635,7 @@ class QuicksviewerForCausalLM(nn.Module):
         batch = pixel_values.shape[0]
         side = self.vision_tower.embeddings.num_patches_per_side
         hidden = self.vision_tower(pixel_values)
-        grid = hidden.view(batch, side, side, -1).permute(0, 3, 1, 2)
-        grid = F.interpolate(
-            grid.float(),
-            size=(self.feature_size, self.feature_size),
-            mode="bilinear",
-            align_corners=False,
-        ).to(hidden.dtype)
-        return grid.permute(0, 2, 3, 1).flatten(1, 2)
+        return resize_patch_grid(hidden.view(batch, side, side, -1), self.feature_size)
 
     @torch.no_grad()
     def encode_video(
