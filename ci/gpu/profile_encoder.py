@@ -16,10 +16,10 @@ the tower's size (the processor's output). For each frame count:
 - the 25 CUDA kernels with the largest total time and the 15 CPU operators with the
   largest self time (torch.profiler, one encode);
 - the grid resize (27x27 -> 24x24 bilinear, fp32, of the tower's output), the
-  largest single kernel of the first profile: the model's call and three candidates
-  (a contiguous NCHW input, channels-last input and output, the frames in slices on
-  8 streams), each timed and compared bit for bit with the model's call, with the
-  kernel each one ran;
+  largest single kernel of the first profile: the original's call (an NCHW copy),
+  the model's (``resize_patch_grid``, channels-last) and the original's on 8 streams
+  in frame slices, on the real tower output and on random values, each timed and
+  compared bit for bit with the original's, with the kernel each one ran;
 - contention: a stand-in for the scheduler's decode loop on the main thread (a
   high-priority stream; per step 64 small operators, a matrix-vector product over
   2 GB of weights, a wait for the step), its step times alone and while a worker
@@ -138,28 +138,33 @@ def kernels(model, frames, table) -> dict:
     }
 
 
-def grid_resize_variants(frames: int, side: int = 27, size: int = 24) -> dict:
-    """The model's grid resize and candidates for it, on one random tower output."""
+def original_interpolate(features):
+    """The original's SiglipVisionTower.interpolate (an NCHW-contiguous copy)."""
     import torch.nn.functional as F
+
+    b, tokens, dim = features.shape
+    side = int(tokens**0.5)
+    grid = features.view(b, side, side, dim).permute(0, 3, 1, 2).contiguous()
+    grid = F.interpolate(
+        grid.to(torch.float32), size=(24, 24), mode="bilinear", align_corners=False
+    ).to(features.dtype)
+    return grid.permute(0, 2, 3, 1).contiguous().flatten(1, 2)
+
+
+def grid_resize_variants(hidden) -> dict:
+    """The model's grid resize (resize_patch_grid), the original's and the frames
+    in slices on 8 streams, on one (B, 729, 1152) tower output: each timed, with
+    the kernel it ran, and compared bit for bit with the original's."""
     from torch.profiler import ProfilerActivity, profile
 
-    gen = torch.Generator(device=DEVICE).manual_seed(frames)
-    hidden = torch.randn(
-        frames, side * side, 1152, device=DEVICE, dtype=torch.bfloat16, generator=gen
-    )
-    grid = hidden.view(frames, side, side, -1).permute(0, 3, 1, 2)
+    from sglang.srt.models.quicksviewer import resize_patch_grid
 
-    def resize(x):
-        return F.interpolate(
-            x, size=(size, size), mode="bilinear", align_corners=False
-        ).to(hidden.dtype)
-
+    frames, side = hidden.shape[0], 27
     streams = [torch.cuda.Stream() for _ in range(8)] if DEVICE == "cuda" else []
 
     def sliced():
-        x = grid.float()
         out = torch.empty(
-            (frames, x.shape[1], size, size), device=DEVICE, dtype=hidden.dtype
+            (frames, 576, hidden.shape[-1]), device=DEVICE, dtype=hidden.dtype
         )
         main = torch.cuda.current_stream()
         step = -(-frames // len(streams))
@@ -167,25 +172,22 @@ def grid_resize_variants(frames: int, side: int = 27, size: int = 24) -> dict:
             stream.wait_stream(main)
             with torch.cuda.stream(stream):
                 part = slice(i * step, (i + 1) * step)
-                out[part] = resize(x[part])
+                out[part] = original_interpolate(hidden[part])
         for stream in streams:
             main.wait_stream(stream)
         return out
 
     variants = {
-        "model": lambda: resize(grid.float()),
-        "nchw_contiguous": lambda: resize(grid.float().contiguous()),
-        "channels_last": lambda: resize(
-            grid.float().contiguous(memory_format=torch.channels_last)
-        ),
+        "original": lambda: original_interpolate(hidden),
+        "model": lambda: resize_patch_grid(hidden.view(frames, side, side, -1), 24),
     }
     if streams:
         variants["8_stream_slices"] = sliced
-    reference = variants["model"]()
+    reference = variants["original"]()
     activities = [ProfilerActivity.CPU]
     if DEVICE == "cuda":
         activities.append(ProfilerActivity.CUDA)
-    out = {}
+    out = {"input_strides": list(hidden.stride())}
     for name, fn in variants.items():
         result, seconds, _ = timed(fn, 5)
         with profile(activities=activities) as prof:
@@ -196,10 +198,63 @@ def grid_resize_variants(frames: int, side: int = 27, size: int = 24) -> dict:
         )
         out[name] = {
             "ms": round(seconds * 1e3, 3),
-            "identical": bool(torch.equal(result, reference)),
+            "identical_to_original": bool(torch.equal(result, reference)),
             "kernels": kernels,
         }
     return out
+
+
+def tower_outputs(model, frames, table) -> dict:
+    """grid_resize_variants on the real tower output of ``frames`` and on random
+    bf16 values of the same shape."""
+    from sglang.srt.models.quicksviewer import lookup_pixels
+
+    weight = model.vision_tower.embeddings.patch_embedding.weight
+    with torch.no_grad():
+        pixels = lookup_pixels(frames, table).to(weight.dtype)
+        hidden = model.vision_tower(pixels)
+    gen = torch.Generator(device=DEVICE).manual_seed(frames.shape[0])
+    noise = torch.randn(hidden.shape, device=DEVICE, generator=gen).to(hidden.dtype)
+    return {
+        "tower": grid_resize_variants(hidden),
+        "random": grid_resize_variants(noise * 4),
+        "transposed_stream": transposed_stream(model, pixels, hidden),
+    }
+
+
+def transposed_stream(model, pixels, hidden) -> dict:
+    """The tower with the residual stream in the transposed layout that SGLang's
+    Idefics2 embeddings had before patch 0015 (the original's layout too): its
+    output compared bit for bit with the tower's, and both timed."""
+    tower = model.vision_tower
+    seq = hidden.shape[1]
+    cu_seqlens = torch.arange(0, (pixels.shape[0] + 1) * seq, seq, dtype=torch.int32)
+    from sglang.srt.layers.attention.vision import prepare_vision_attention_metadata
+
+    def run():
+        with torch.no_grad():
+            emb = tower.embeddings(pixel_values=pixels)
+            emb = emb.transpose(1, 2).contiguous().transpose(1, 2)
+            meta = prepare_vision_attention_metadata(
+                cu_seqlens, device=emb.device, max_seqlen=seq
+            )
+            out = tower.encoder(emb, cu_seqlens=cu_seqlens, forward_metadata=meta)
+            return tower.post_layernorm(out)
+
+    out, seconds, _ = timed(run, 3)
+
+    def contiguous():
+        with torch.no_grad():
+            return tower(pixels)
+
+    _, contiguous_s, _ = timed(contiguous, 3)
+    return {
+        "identical": bool(torch.equal(out, hidden)),
+        "transposed_strides": list(out.stride()),
+        "contiguous_strides": list(hidden.stride()),
+        "transposed_s": round(seconds, 4),
+        "contiguous_s": round(contiguous_s, 4),
+    }
 
 
 def decode_loop(stop, weights, steps: list, stream) -> None:
@@ -312,7 +367,7 @@ def main() -> None:
             }
             entry.update(stages(model, frames, table, args.repeat))
             entry.update(kernels(model, frames, table))
-            entry["grid_resize"] = grid_resize_variants(n)
+            entry["grid_resize"] = tower_outputs(model, frames, table)
         result[f"{n}_frames"] = entry
         write_result("profile_encoder", result)  # kept if a later part runs out of time
         if n == max(args.frames) and DEVICE == "cuda":
