@@ -38,7 +38,7 @@ LLM
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -280,6 +280,10 @@ class Generation:
     tokens: list[int]
     first_logits: torch.Tensor  # fp32 (vocab,) logits of the first generated token
     inputs_embeds: torch.Tensor  # (L, hidden) LLM input
+    # per generated token: its logit minus the runner-up's (how near a tie the greedy
+    # choice was) and the largest |logit| (the scale of the logits' rounding)
+    margins: list[float] = field(default_factory=list)
+    scales: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -489,16 +493,19 @@ class QuicksviewerReference:
         )
         logits = out.logits[0, -1].float()
         first_logits = logits.clone()
-        cache, tokens = out.past_key_values, []
+        cache, tokens, margins, scales = out.past_key_values, [], [], []
         for _ in range(max_new_tokens):
             token = int(torch.argmax(logits))
             tokens.append(token)
+            top2 = torch.topk(logits, 2).values
+            margins.append(float(top2[0] - top2[1]))
+            scales.append(float(logits.abs().max()))
             if token == eos:
                 break
             step = torch.tensor([[token]], device=self.device)
             out = self.llm(input_ids=step, past_key_values=cache, use_cache=True)
             cache, logits = out.past_key_values, out.logits[0, -1].float()
-        return Generation(tokens, first_logits, inputs_embeds)
+        return Generation(tokens, first_logits, inputs_embeds, margins, scales)
 
     def decode(self, tokens: Sequence[int]) -> str:
         """The text ``chat()`` returns: trailing eos removed, specials kept, stripped.

@@ -118,8 +118,7 @@ def test_engine_matches_reference(dtype, video, engines, references, videos):
     vocab_size = len(references.model(dtype).tokenizer)
     expected_ids = as_reported(ref.expanded_input_ids, vocab_size)
     assert reported_input_ids(out["meta_info"]) == expected_ids
-    assert out["output_ids"] == ref.tokens[:NEW_TOKENS]
-    assert len(out["output_ids"]) == NEW_TOKENS
+    check_greedy_tokens(out, ref.generation, dtype)
 
     logits = ref.generation.first_logits
     reference_logprobs = torch.log_softmax(logits, dim=-1)
@@ -127,6 +126,33 @@ def test_engine_matches_reference(dtype, video, engines, references, videos):
         expected = reference_logprobs[token].item()
         tolerance = LOGPROB_ULPS[dtype] * ulp(logits.abs().max().item(), dtype)
         assert abs(logprob - expected) <= tolerance, (token, logprob, expected)
+
+
+def check_greedy_tokens(out: dict, generation, dtype: str) -> None:
+    """fp32: the reference's 16 greedy tokens exactly. bf16: the same, except that
+    the two may part at a step where the reference's best two logits lie within the
+    bf16 tolerance of each other (a tie to bf16 rounding, which differs between CPUs'
+    kernels: CI's host once took the runner-up at step 5); at that step SGLang's own
+    top-5 must hold the reference's token within the same tolerance of its choice.
+    After it the contexts differ, so nothing further is compared."""
+    tokens, expected = out["output_ids"], generation.tokens[:NEW_TOKENS]
+    assert len(expected) == NEW_TOKENS
+    if dtype == "fp32" or tokens == expected:
+        assert tokens == expected
+        return
+    step = next((i for i, (a, b) in enumerate(zip(tokens, expected)) if a != b), None)
+    assert step is not None, (tokens, expected)
+    tolerance = LOGPROB_ULPS[dtype] * ulp(generation.scales[step], dtype)
+    assert generation.margins[step] <= tolerance, (
+        f"step {step}: SGLang took {tokens[step]}, the reference {expected[step]} "
+        f"by a logit margin of {generation.margins[step]:.4f} > {tolerance:.4f}"
+    )
+    top = {
+        token: logprob
+        for logprob, token, _ in out["meta_info"]["output_top_logprobs"][step]
+    }
+    assert expected[step] in top, (step, expected[step], top)
+    assert top[tokens[step]] - top[expected[step]] <= tolerance, (step, top)
 
 
 def test_chunked_prefill_mixed_with_decode_matches_reference(
