@@ -8,7 +8,10 @@ the cubing network has signal. Small resolutions keep decoding fast.
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -24,24 +27,23 @@ STANDARD_VIDEOS = {
 }
 
 
-def write_video(
-    path: Path,
+def video_frames(
     seconds: float,
     fps: float,
     width: int = 96,
     height: int = 64,
     seed: int = 0,
-) -> Path:
-    """Write ``round(seconds * fps)`` BGR frames of moving shapes to ``path``."""
-    import cv2
+) -> Iterator[np.ndarray]:
+    """The ``round(seconds * fps)`` BGR frames of the clip of ``seed``, one by one.
 
+    Each shape is a disc drawn where ``(x - cx)**2 + (y - cy)**2 < r**2``. Only
+    the disc's bounding box is evaluated: it reaches at least one pixel past
+    ``cx +- r`` and ``cy +- r``, and a pixel beyond that is more than ``r + 1``
+    away along one axis, so it is outside the disc in any rounding. The frames are
+    the ones the whole-frame test gives (tests/tree/test_media.py).
+    """
     rng = np.random.default_rng(seed)
     num_frames = int(round(seconds * fps))
-    writer = cv2.VideoWriter(
-        str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height)
-    )
-    if not writer.isOpened():
-        raise RuntimeError(f"OpenCV cannot write {path}")
     shapes = [
         {
             "pos": rng.uniform(0, 1, size=2),
@@ -66,10 +68,48 @@ def write_video(
             shape["pos"] = (shape["pos"] + shape["vel"]) % 1.0
             cx, cy = shape["pos"][0] * width, shape["pos"][1] * height
             radius = shape["size"] * min(width, height)
-            mask = (xs - cx) ** 2 + (ys - cy) ** 2 < radius**2
-            frame[mask] = shape["color"]
-        writer.write(frame)
+            x0 = max(0, math.floor(cx - radius))
+            x1 = min(width, math.ceil(cx + radius) + 1)
+            y0 = max(0, math.floor(cy - radius))
+            y1 = min(height, math.ceil(cy + radius) + 1)
+            box = (slice(y0, y1), slice(x0, x1))
+            mask = (xs[box] - cx) ** 2 + (ys[box] - cy) ** 2 < radius**2
+            frame[box][mask] = shape["color"]
+        yield frame
+
+
+def write_video(
+    path: Path,
+    seconds: float,
+    fps: float,
+    width: int = 96,
+    height: int = 64,
+    seed: int = 0,
+) -> Path:
+    """Write the frames of ``video_frames`` to ``path`` (mp4v).
+
+    The file appears complete or not at all: it is written beside ``path`` and
+    renamed, so an interrupted run never leaves a truncated clip that a later run
+    would take for a finished one.
+    """
+    import cv2
+
+    path = Path(path)
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    writer = cv2.VideoWriter(
+        str(partial), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height)
+    )
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write {path}")
+    try:
+        for frame in video_frames(seconds, fps, width, height, seed):
+            writer.write(frame)
+    except BaseException:
+        writer.release()
+        partial.unlink(missing_ok=True)
+        raise
     writer.release()
+    os.replace(partial, path)
     return path
 
 

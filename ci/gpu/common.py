@@ -53,15 +53,46 @@ def checkpoint_dirs() -> tuple[Path, Path]:
     return WORK / "ckpt-original", WORK / "ckpt-converted"
 
 
+VIDEO_SEED = 1
+
+
+def video_path(name: str) -> Path:
+    """Where the clip ``name`` of VIDEOS lives (written by ``video`` or
+    ``write_clips``)."""
+    return WORK / f"{name}.mp4"
+
+
 def video(name: str) -> Path:
+    path = video_path(name)
+    if not path.exists():
+        write_clips({path: (*VIDEOS[name], VIDEO_SEED)})
+    return path
+
+
+def write_clips(jobs: dict) -> None:
+    """Write every clip of ``jobs`` (path -> (seconds, fps, width, height, seed))
+    that does not exist yet, one process each: on a fresh host the 720p clips take
+    over a minute apiece, and written one after the other they ate a device call
+    (docs/gpu-runs.md, 2026-12-03 b). tools.media writes each file whole or not at
+    all."""
+    from concurrent.futures import ProcessPoolExecutor
+
     from tools.media import write_video
 
-    seconds, fps, width, height = VIDEOS[name]
-    path = WORK / f"{name}.mp4"
-    if not path.exists():
-        WORK.mkdir(parents=True, exist_ok=True)
-        write_video(path, seconds, fps, width, height, seed=1)
-    return path
+    todo = {path: spec for path, spec in jobs.items() if not Path(path).exists()}
+    if not todo:
+        return
+    WORK.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1)) as pool:
+        futures = [
+            pool.submit(write_video, path, *spec[:4], seed=spec[4])
+            for path, spec in todo.items()
+        ]
+        for future in futures:
+            future.result()
+    names = ", ".join(Path(p).name for p in todo)
+    print(f"wrote {names} in {time.perf_counter() - start:.1f} s", flush=True)
 
 
 def generate_video(engine, path: Path, new_tokens: int, **extra) -> dict:

@@ -24,11 +24,23 @@ import os
 import subprocess
 import sys
 
-from common import ENGINE_ARGS, OUT, REPO, WORK, checkpoint_dirs, video
-from ttft import CLIPS, warm_clip
+from common import (
+    ENGINE_ARGS,
+    OUT,
+    REPO,
+    VIDEO_SEED,
+    VIDEOS,
+    WORK,
+    checkpoint_dirs,
+    video,
+    video_path,
+    write_clips,
+)
+from ttft import CLIPS, WARM, WARM_SEED, warm_clip, warm_clip_path
 
 BENCH = REPO / "benchmarks"
 PORT = 30790
+STALL_SEED = 9  # the stall's clip: 420s_720p's shape, other content
 # bench_video_serving.py: 16 different 60-frame clips (written before the server
 # starts, under WORK: the server reads local media from there only), 8 in flight,
 # 64 new tokens: the comparison with the original's serial 0.28 requests/s
@@ -75,20 +87,35 @@ def main():
         log = str(OUT / "serving-server.log")
         server_arg = server_flags() + ["--enable-metrics"]
 
-    # the clips are written on first use (minutes for the 420-frame ones on a
-    # fresh host): only those of the selected benchmarks
+    # the clips of the selected benchmarks, written before the server starts, all
+    # at once (over a minute apiece for the 720p ones on a fresh host)
+    fresh = WORK / "stall-720p.mp4"  # a copy: a video the server has not seen
+    needed = {
+        "ttft": ["60s", "420s", "420s_720p"],
+        "stall": ["60s"],
+        "decode": ["420s"],
+    }
+    jobs = {
+        video_path(name): (*VIDEOS[name], VIDEO_SEED)
+        for bench, names in needed.items()
+        if selected(bench)
+        for name in names
+    }
+    if selected("ttft"):
+        jobs[warm_clip_path()] = (*WARM, WARM_SEED)
+    if selected("stall"):
+        jobs[fresh] = (*VIDEOS["420s_720p"], STALL_SEED)
+    serving = BENCH / "bench_video_serving.py"
+    prepare = None
+    if selected("serving") and serving.exists():
+        cmd = [sys.executable, serving, "--prepare-only", *SERVING_ARGS]
+        prepare = subprocess.Popen(list(map(str, cmd)))
+    write_clips(jobs)
+    if prepare is not None and prepare.wait() != 0:
+        raise SystemExit(f"{serving.name} --prepare-only: exit {prepare.returncode}")
     clips = []
     if selected("ttft"):
         clips = [("warm", warm_clip())] + [(n, video(v)) for n, v in CLIPS.items()]
-    serving = BENCH / "bench_video_serving.py"
-    if selected("serving") and serving.exists():
-        cmd = [sys.executable, serving, "--prepare-only", *SERVING_ARGS]
-        subprocess.run(list(map(str, cmd)), check=True)
-    fresh = WORK / "stall-720p.mp4"  # a copy: a video the server has not seen
-    if selected("stall") and not fresh.exists():
-        from tools.media import write_video
-
-        write_video(fresh, 430, 5.0, 1280, 720, seed=9)
     server = launch(Args)
     url = server.url
     # name -> its command, built only when selected (video() writes clips)

@@ -10,18 +10,22 @@ clip is a video the server has not seen (the gates refuse a "first" request serv
 from the cache).
 """
 
-from common import WORK
+from common import WORK, write_clips
 
 # clip name in ttft.json -> common.VIDEOS name; "warm" is only the warm-up
 CLIPS = {"60f": "60s", "420f_360p": "420s", "420f_720p": "420s_720p"}
 WARM = (12, 30.0, 640, 360)  # seconds, fps, width, height
 
 
-def warm_clip():
-    from tools.media import write_video
+WARM_SEED = 2
 
-    path = WORK / "warm12s.mp4"
+
+def warm_clip_path():
+    return WORK / "warm12s.mp4"
+
+
+def warm_clip():
+    path = warm_clip_path()
     if not path.exists():
-        WORK.mkdir(parents=True, exist_ok=True)
-        write_video(path, *WARM, seed=2)
+        write_clips({path: (*WARM, WARM_SEED)})
     return path
