@@ -110,7 +110,12 @@ def main():
     if selected("serving") and serving.exists():
         cmd = [sys.executable, serving, "--prepare-only", *SERVING_ARGS]
         prepare = subprocess.Popen(list(map(str, cmd)))
-    write_clips(jobs)
+    try:
+        write_clips(jobs)
+    except BaseException:
+        if prepare is not None:
+            prepare.kill()
+        raise
     if prepare is not None and prepare.wait() != 0:
         raise SystemExit(f"{serving.name} --prepare-only: exit {prepare.returncode}")
     clips = []
