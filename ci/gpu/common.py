@@ -73,8 +73,9 @@ def write_clips(jobs: dict) -> None:
     """Write every clip of ``jobs`` (path -> (seconds, fps, width, height, seed))
     that does not exist yet, one process each: on a fresh host the 720p clips take
     over a minute apiece, and written one after the other they ate a device call
-    (docs/gpu-runs.md, 2026-12-03 b). tools.media writes each file whole or not at
-    all."""
+    (docs/gpu-runs.md, 2026-12-03 b). Call it with several clips only before any
+    engine or thread starts (serving.py does); one clip is written in this process.
+    tools.media writes each file whole or not at all."""
     from concurrent.futures import ProcessPoolExecutor
 
     from tools.media import write_video
@@ -84,13 +85,18 @@ def write_clips(jobs: dict) -> None:
         return
     WORK.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1)) as pool:
-        futures = [
-            pool.submit(write_video, path, *spec[:4], seed=spec[4])
-            for path, spec in todo.items()
-        ]
-        for future in futures:
-            future.result()
+    if len(todo) == 1:  # in this process: no fork beside an engine's threads
+        ((path, spec),) = todo.items()
+        write_video(path, *spec[:4], seed=spec[4])
+    else:
+        workers = min(len(todo), os.cpu_count() or 1)
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [
+                pool.submit(write_video, path, *spec[:4], seed=spec[4])
+                for path, spec in todo.items()
+            ]
+            for future in futures:
+                future.result()
     names = ", ".join(Path(p).name for p in todo)
     print(f"wrote {names} in {time.perf_counter() - start:.1f} s", flush=True)
 
