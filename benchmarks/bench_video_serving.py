@@ -88,11 +88,9 @@ WARMUP_SPEC = VideoSpec(10, 320, 240, 10)  # the warm-up before --video files
 
 
 def _write_clip(spec: VideoSpec, seed: int, path: Path) -> None:
-    from tools.media import write_video
+    from tools.media import write_video  # whole or not at all
 
-    tmp = path.with_name(path.stem + ".tmp.mp4")
-    write_video(tmp, spec.seconds, spec.fps, spec.width, spec.height, seed=seed)
-    os.replace(tmp, path)
+    write_video(path, spec.seconds, spec.fps, spec.width, spec.height, seed=seed)
 
 
 def make_clips(
