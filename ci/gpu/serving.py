@@ -91,7 +91,7 @@ def main():
     # at once (over a minute apiece for the 720p ones on a fresh host)
     fresh = WORK / "stall-720p.mp4"  # a copy: a video the server has not seen
     needed = {
-        "ttft": ["60s", "420s", "420s_720p"],
+        "ttft": list(CLIPS.values()),
         "stall": ["60s"],
         "decode": ["420s"],
     }
