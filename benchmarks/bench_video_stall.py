@@ -15,7 +15,13 @@ admission window (from sending the video request to its first token: decoding,
 hand-off, encoder, prefill), and the video request's time to first token. With
 the server's ``qsv-timing`` records (``SGLANG_QSV_TIMING=1``: a server started
 here, or ``--server-log`` of one started so) the same gaps are reported for the
-encoder's own window, which separates the encoder's stall from the prefill's.
+encoder's own window and for the prefill's (from the encoder's end to the video's
+first token), and the largest gaps are placed on the video's timeline: each with its
+start and end relative to the video request's send time and the phases it overlaps
+(``processor``: decode and preprocessing, ``hand-off``, ``encoder``, ``prefill``: the
+layout, the video's prefill and its first token; ``before`` / ``after`` the admission).
+A gap that overlaps a window's edge counts in that window, so only the placement says
+whether the encoder or the prefill held the stream.
 
 ``--warmup-video`` (another video) is sent before the stream, so that one-time
 kernel loading does not count. The streaming client is bench_video_ttft's.
@@ -69,6 +75,45 @@ def summary(gaps: list[float], times: list[float], start=None, end=None) -> dict
     return out
 
 
+def phases(sent: float, first_token: float, records: list[dict]) -> list[tuple]:
+    """(name, start, end) of the video's admission, in time order, from the
+    encoder's timing records (none: the admission as one phase)."""
+    if not records:
+        return [("admission", sent, first_token)]
+    media = min(r["t_media_done"] for r in records)
+    start = min(r["t_start"] for r in records)
+    end = max(r["t_end"] for r in records)
+    return [
+        ("processor", sent, media),
+        ("hand-off", media, start),
+        ("encoder", start, end),
+        ("prefill", end, first_token),
+    ]
+
+
+def largest_gaps(times: list[float], timeline: list[tuple], sent: float, n: int = 5):
+    """The ``n`` largest gaps of the stream, largest first, each placed on the
+    video's timeline: start and end relative to ``sent``, the phases it overlaps."""
+    first, last = timeline[0][1], timeline[-1][2]
+    gaps = sorted(zip(times, times[1:]), key=lambda g: g[0] - g[1])[:n]
+    out = []
+    for a, b in gaps:
+        where = [name for name, s, e in timeline if b > s and a < e]
+        if a < first:
+            where.insert(0, "before")
+        if b > last:
+            where.append("after")
+        out.append(
+            {
+                "gap_s": round(b - a, 4),
+                "from_s": round(a - sent, 4),
+                "to_s": round(b - sent, 4),
+                "phases": where,
+            }
+        )
+    return out
+
+
 def bench(args, url: str, log_path: Path | None) -> dict:
     if args.warmup_video:
         chat_stream(url, [user_turn(args.warmup_video, "Describe it.")], 4)
@@ -109,11 +154,23 @@ def bench(args, url: str, log_path: Path | None) -> dict:
         for r in timings(log_path)
         if r.get("stage") == "encoder" and admitted[0] <= r["t_end"] <= admitted[1]
     ]
+    timeline = phases(*admitted, records)
     if records:
-        start = min(r["t_start"] for r in records)
-        end = max(r["t_end"] for r in records)
+        _, start, end = timeline[2]
         result["encoder"] = summary(gaps_in(times, start, end), times, start, end)
         result["encoder"]["records"] = records
+        result["prefill"] = summary(
+            gaps_in(times, end, admitted[1]), times, end, admitted[1]
+        )
+    result["timeline"] = [
+        {
+            "phase": name,
+            "from_s": round(s - admitted[0], 4),
+            "to_s": round(e - admitted[0], 4),
+        }
+        for name, s, e in timeline
+    ]
+    result["largest_gaps"] = largest_gaps(times, timeline, admitted[0])
     result["stall_max_gap_s"] = result["admission"]["max_gap_s"]
     result["stall_p99_gap_s"] = result["admission"]["p99_gap_s"]
     result["median_gap_s"] = result["overall"]["median_gap_s"]
@@ -126,7 +183,7 @@ def table(result: dict) -> str:
         "| text stream, gaps between tokens | " + " | ".join(cols) + " |",
         "|---" * (len(cols) + 1) + "|",
     ]
-    for name in ("overall", "admission", "encoder"):
+    for name in ("overall", "admission", "encoder", "prefill"):
         if name in result:
             cells = [str(result[name].get(c, "-")) for c in cols]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -139,6 +196,19 @@ def table(result: dict) -> str:
             f", encoder window {result['encoder']['window_s']} s"
             if "encoder" in result
             else ""
+        )
+    )
+    lines.append("")
+    lines.append("| largest gaps | from (s after the video was sent) | to | phases |")
+    lines.append("|---|---|---|---|")
+    for g in result["largest_gaps"]:
+        lines.append(
+            f"| {g['gap_s']} | {g['from_s']} | {g['to_s']} | {', '.join(g['phases'])} |"
+        )
+    lines.append(
+        "timeline: "
+        + ", ".join(
+            f"{p['phase']} {p['from_s']}-{p['to_s']}" for p in result["timeline"]
         )
     )
     lines.append(

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from benchmarks.bench_video_serving import compute_metrics, original_serial
+from benchmarks.bench_video_stall import largest_gaps, phases
 from benchmarks.chat_client import ChatResult
 from benchmarks.videomme import (
     build_question,
@@ -184,6 +185,49 @@ def test_serving_metrics_by_hand():
     assert m["max_itl_ms"] == pytest.approx(500)
     assert m["mean_e2e_latency_ms"] == pytest.approx(1500)
     assert m["p99_e2e_latency_ms"] == pytest.approx(1990)  # 1000 + 0.99 * 1000
+
+
+def test_stall_gaps_are_placed_on_the_video_timeline_by_hand():
+    # the video is sent at 100.0; processor until 101.0, encoder 101.1-103.0,
+    # first token at 103.3
+    record = {"t_media_done": 101.0, "t_start": 101.1, "t_end": 103.0}
+    timeline = phases(100.0, 103.3, [record])
+    assert timeline == [
+        ("processor", 100.0, 101.0),
+        ("hand-off", 101.0, 101.1),
+        ("encoder", 101.1, 103.0),
+        ("prefill", 103.0, 103.3),
+    ]
+    # gaps: 0.5 and 1.0 before the video and into the processor, 1.48 from the
+    # processor over the hand-off into the encoder, 0.94 inside the encoder; the
+    # smaller ones (0.02, 0.05, 0.25, 0.26, 0.3) are not among the 4 largest
+    times = [99.0, 99.5, 100.5, 100.52, 102.0, 102.05, 102.99, 103.24, 103.5, 103.8]
+    gaps = largest_gaps(times, timeline, 100.0, n=4)
+    assert [g["gap_s"] for g in gaps] == [1.48, 1.0, 0.94, 0.5]
+    assert gaps[0] == {
+        "gap_s": 1.48,
+        "from_s": 0.52,
+        "to_s": 2.0,
+        "phases": ["processor", "hand-off", "encoder"],
+    }
+    assert gaps[1]["phases"] == ["before", "processor"]
+    assert gaps[2]["phases"] == ["encoder"]
+    assert gaps[3]["phases"] == ["before"]
+    # the gap across the encoder's end counts in both windows
+    times = [102.9, 102.99, 103.24, 103.3]
+    (gap,) = largest_gaps(times, timeline, 100.0, n=1)
+    assert gap == {
+        "gap_s": 0.25,
+        "from_s": 2.99,
+        "to_s": 3.24,
+        "phases": ["encoder", "prefill"],
+    }
+    # after the first token, and without timing records one admission phase
+    (gap,) = largest_gaps([103.4, 104.0], timeline, 100.0, n=1)
+    assert gap["phases"] == ["after"]
+    assert phases(100.0, 103.3, []) == [("admission", 100.0, 103.3)]
+    (gap,) = largest_gaps([99.9, 100.2], phases(100.0, 103.3, []), 100.0, n=1)
+    assert gap["phases"] == ["before", "admission"]
 
 
 def test_original_serial_throughput_is_derived_from_its_figures():
@@ -473,3 +517,6 @@ def test_ttft_decode_stall_benchmarks_through_the_shared_client(server, tmp_path
     )
     stall = json.loads(out.read_text())
     assert stall["stream_tokens"] > 1 and stall["video_ttft_s"] > 0
+    # no timing records from this server: one admission phase, the largest gap first
+    assert [p["phase"] for p in stall["timeline"]] == ["admission"]
+    assert stall["largest_gaps"][0]["gap_s"] == stall["overall"]["max_gap_s"]
