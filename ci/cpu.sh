@@ -6,6 +6,9 @@
 # default release of pin.toml (0.5.17). Then, for every other pinned release (0.5.23):
 # its own venv (make setup PIN=...), its tree (make apply PIN=...), make verify PIN=...
 # and its model tests (make test PIN=..., the Makefile's MODEL_TESTS and MODEL_SELECT).
+# The other releases' setup, apply and verify run in the background beside the default
+# release's tests (they touch only .venv-<release> and build/sglang-<release>; their
+# output is printed when the tests end); their tests run after.
 # Prints the time of every stage; any failure is fatal, including pytest's exit 5 (no
 # tests collected).
 # Records the run in build/ci/ (read by make pr): last-run.json (commit, times,
@@ -76,15 +79,65 @@ other_releases() {
     sed -n 's/^\[releases\."\([^"]*\)"\]$/\1/p' pin.toml | grep -vxF "$default" || true
 }
 
+# setup, apply and verify of every other release, one after the other, each step's
+# result as "<stage> <exit> <seconds>" in $CI_DIR/prepare.tsv; stops at a failure
+prepare_other_releases() {
+    local release step t0 rc
+    for release in $(other_releases); do
+        for step in setup apply verify; do
+            t0=$SECONDS
+            rc=0
+            echo "::: ${step}-${release}: make ${step} PIN=${release}"
+            make "$step" PIN="$release" || rc=$?
+            echo "${step}-${release} ${rc} $((SECONDS - t0))" >> "$CI_DIR/prepare.tsv"
+            [[ $rc -eq 0 ]] || return "$rc"
+        done
+    done
+}
+
+# the background stages' results, as if they had run here (a failure is fatal)
+collect_prepared() {
+    local rc=0 name status seconds
+    wait "$PREP_PID" || rc=$?
+    PREP_PID=
+    echo "::: the other releases' setup, apply and verify (run beside the tests):"
+    cat "$CI_DIR/prepare.log"
+    while read -r name status seconds; do
+        if [[ $status -ne 0 ]]; then
+            SUMMARY+=("${name}: FAILED (exit ${status}) after ${seconds}s")
+            STAGES+=("{\"name\": \"${name}\", \"status\": \"failed\", \"exit\": ${status}, \"seconds\": ${seconds}}")
+            report failed
+            echo "::: CI failed in stage '${name}' (exit ${status})" >&2
+            exit "$status"
+        fi
+        SUMMARY+=("${name}: ok in ${seconds}s (beside the tests)")
+        STAGES+=("{\"name\": \"${name}\", \"status\": \"ok\", \"exit\": 0, \"seconds\": ${seconds}}")
+    done < "$CI_DIR/prepare.tsv"
+    if [[ $rc -ne 0 ]]; then  # died without a record of its step
+        report failed
+        echo "::: CI failed preparing the other releases (exit ${rc})" >&2
+        exit "$rc"
+    fi
+}
+
 stage "setup" make setup
 stage "apply" make apply
 stage "verify" make verify
 stage "check" make check
+rm -f "$CI_DIR"/prepare.tsv "$CI_DIR"/prepare.log
+touch "$CI_DIR/prepare.tsv"
+PREP_PID=
+if [[ -n "$(other_releases)" ]]; then
+    # its own process group (job control), so that a failing test stage stops it all
+    set -m
+    prepare_other_releases > "$CI_DIR/prepare.log" 2>&1 < /dev/null &
+    PREP_PID=$!
+    set +m
+    trap '[[ -z $PREP_PID ]] || kill -- -"$PREP_PID" 2> /dev/null || true' EXIT
+fi
 stage "test" run_tests
+[[ -z $PREP_PID ]] || collect_prepared
 for release in $(other_releases); do
-    stage "setup-$release" make setup PIN="$release"
-    stage "apply-$release" make apply PIN="$release"
-    stage "verify-$release" make verify PIN="$release"
     stage "test-$release" run_release_tests "$release"
 done
 report passed

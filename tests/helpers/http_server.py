@@ -5,6 +5,10 @@ failures to start are test failures, plus JSON posts."""
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
+import platform
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,6 +52,42 @@ class Server(tools_server.Server):
         super().stop(grace_s=20)
 
 
+@functools.cache
+def vec_isa_env() -> dict:
+    """Inductor's verdict on this CPU's vector ISAs, checked once per test session,
+    for the servers' environment.
+
+    On CPU SGLang compiles its repetition penalty (``apply_scaling_penalties``,
+    ``torch.compile``) on first use, and every server uses it in its warm-up
+    request (the checkpoints' generation config sets ``repetition_penalty``).
+    Before it compiles, inductor checks each vector ISA that the CPU flags name by
+    building a probe library and loading it in a fresh ``python -c "import torch
+    ..."``: about 35 s of each server start on a 2-core host. Here the same check
+    runs once, in this process; when every ISA the flags name passes it,
+    ``TORCHINDUCTOR_VEC_ISA_OK=1`` lets each server trust the flags, so it picks
+    the ISA its own check would have picked and compiles the same code. Otherwise
+    (another platform, a failing ISA, the variable already set, a torch without
+    these internals): nothing, and each server checks for itself."""
+    name = "TORCHINDUCTOR_VEC_ISA_OK"
+    if name in os.environ or sys.platform != "linux":
+        return {}
+    if platform.machine() != "x86_64":
+        return {}
+    try:
+        from torch._inductor import cpu_vec_isa
+
+        flags = cpu_vec_isa.x86_isa_checker()
+        named = [
+            isa
+            for isa in cpu_vec_isa.supported_vec_isa_list
+            if all(flag in flags for flag in str(isa).split())
+        ]
+        ok = bool(named) and all(bool(isa) for isa in named)
+    except (ImportError, AttributeError):
+        return {}
+    return {name: "1"} if ok else {}
+
+
 def start_server(
     model: Path,
     log: Path,
@@ -65,6 +105,7 @@ def start_server(
         "--sleep-on-idle",
         *extra_args,
     ]
+    env = {**vec_isa_env(), **(env or {})}
     return Server(command, port, log, env, PROJECT_ROOT, STARTUP_TIMEOUT_S)
 
 
