@@ -34,18 +34,33 @@ VIDEOS = {
 
 ENGINE_ARGS = dict(
     dtype="bfloat16",
-    attention_backend="triton",
+    # flashinfer (JIT-compiled on the host's first start, cached after): decode
+    # after a 5.9k-token video prompt 212.6 tok/s at batch 1 against triton's 182.3
+    # (16 KV splits), 2% slower after short prompts (docs/performance.md, 2026-12-03 c)
+    attention_backend="flashinfer",
     sampling_backend="pytorch",
     # SDPA like the original SigLIP: closest first-token log-probabilities (0.19 vs
     # 0.37 with triton_attn, docs/gpu-runs.md) at about the same speed
     mm_attention_backend="sdpa",
     mem_fraction_static=0.6,
     cuda_graph_max_bs_decode=8,
-    # decode after long video prompts: 16 splits beat the default 8 at batch 1 and
-    # 8 (docs/performance.md, 2026-12-01 session 3)
-    triton_attention_num_kv_splits=16,
+    # a new video's prefill in 2048-token chunks, running decodes in each: a running
+    # stream's largest gap while a 420-frame video is admitted 0.058-0.082 s against
+    # 0.119 s with one 5.9k-token chunk (docs/performance.md, 2026-12-03 c)
+    chunked_prefill_size=2048,
+    enable_mixed_chunk=True,
     log_level="warning",
 )
+
+
+def server_flags() -> list:
+    """ENGINE_ARGS as ``launch_server`` flags (True: the bare flag), then the extra
+    flags of ``QSV_SERVER_ARGS`` (space-separated; a later flag wins)."""
+    flags = [
+        f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}")
+        for k, v in ENGINE_ARGS.items()
+    ]
+    return flags + os.environ.get("QSV_SERVER_ARGS", "").split()
 
 
 def checkpoint_dirs() -> tuple[Path, Path]:

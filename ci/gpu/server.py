@@ -6,12 +6,12 @@ import os
 
 import requests
 from common import (
-    ENGINE_ARGS,
     OUT,
     QUESTION,
     WORK,
     Timer,
     checkpoint_dirs,
+    server_flags,
     video,
     write_result,
 )
@@ -26,20 +26,7 @@ def main():
     path = video("60s")
     corrupt = WORK / "corrupt.mp4"
     corrupt.write_bytes(os.urandom(65536))
-    args = [
-        "--dtype",
-        "bfloat16",
-        "--attention-backend",
-        "triton",
-        "--sampling-backend",
-        "pytorch",
-        "--mm-attention-backend",
-        ENGINE_ARGS["mm_attention_backend"],
-        "--mem-fraction-static",
-        "0.6",
-        "--cuda-graph-max-bs-decode",
-        "8",
-    ]
+    args = server_flags()
     OUT.mkdir(parents=True, exist_ok=True)
     timer = Timer()
     server = Server(server_command(converted, PORT, args), PORT, OUT / "server.log")

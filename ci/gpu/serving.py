@@ -25,13 +25,13 @@ import subprocess
 import sys
 
 from common import (
-    ENGINE_ARGS,
     OUT,
     REPO,
     VIDEO_SEED,
     VIDEOS,
     WORK,
     checkpoint_dirs,
+    server_flags,
     video,
     video_path,
     write_clips,
@@ -51,11 +51,6 @@ SERVING_ARGS = [
     "--video-spec=60:640x360@30",
     "--output-len=64",
 ]
-
-
-def server_flags() -> list:
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in ENGINE_ARGS.items()]
-    return flags + os.environ.get("QSV_SERVER_ARGS", "").split()
 
 
 def selected(name: str) -> bool:
