@@ -34,10 +34,11 @@ VIDEOS = {
 
 ENGINE_ARGS = dict(
     dtype="bfloat16",
-    # flashinfer (JIT-compiled on the host's first start, cached after): decode
-    # after a 5.9k-token video prompt 212.6 tok/s at batch 1 against triton's 182.3
-    # (16 KV splits), 2% slower after short prompts (docs/performance.md, 2026-12-03 c)
-    attention_backend="flashinfer",
+    # flashinfer decodes faster after long video prompts (212.6 against 182.3 tok/s
+    # at batch 1) but is not the default yet: its parity stage has not run on the GPU
+    # and its JIT build takes about 2 min of a fresh host's first start
+    # (docs/performance.md, 2026-12-03 c)
+    attention_backend="triton",
     sampling_backend="pytorch",
     # SDPA like the original SigLIP: closest first-token log-probabilities (0.19 vs
     # 0.37 with triton_attn, docs/gpu-runs.md) at about the same speed
@@ -49,6 +50,9 @@ ENGINE_ARGS = dict(
     # 0.119 s with one 5.9k-token chunk (docs/performance.md, 2026-12-03 c)
     chunked_prefill_size=2048,
     enable_mixed_chunk=True,
+    # decode after long video prompts: 16 splits beat the default 8 at batch 1 and
+    # 8 (docs/performance.md, 2026-12-01 session 3)
+    triton_attention_num_kv_splits=16,
     log_level="warning",
 )
 
