@@ -29,6 +29,20 @@ COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 DIRTY=false
 if [[ -n "$(git status --porcelain 2>/dev/null)" ]]; then DIRTY=true; fi
 
+# record a stage's result (a note is added to the summary line); a failure is fatal
+record() {
+    local name=$1 rc=$2 dt=$3 note=${4:-}
+    if [[ $rc -ne 0 ]]; then
+        SUMMARY+=("${name}: FAILED (exit ${rc}) after ${dt}s${note}")
+        STAGES+=("{\"name\": \"${name}\", \"status\": \"failed\", \"exit\": ${rc}, \"seconds\": ${dt}}")
+        report failed
+        echo "::: CI failed in stage '${name}' (exit ${rc})" >&2
+        exit "$rc"
+    fi
+    SUMMARY+=("${name}: ok in ${dt}s${note}")
+    STAGES+=("{\"name\": \"${name}\", \"status\": \"ok\", \"exit\": 0, \"seconds\": ${dt}}")
+}
+
 stage() {
     local name=$1
     shift
@@ -36,15 +50,7 @@ stage() {
     echo "::: ${name}: $*"
     "$@" || rc=$?
     local dt=$((SECONDS - t0))
-    if [[ $rc -ne 0 ]]; then
-        SUMMARY+=("${name}: FAILED (exit ${rc}) after ${dt}s")
-        STAGES+=("{\"name\": \"${name}\", \"status\": \"failed\", \"exit\": ${rc}, \"seconds\": ${dt}}")
-        report failed
-        echo "::: CI failed in stage '${name}' (exit ${rc})" >&2
-        exit "$rc"
-    fi
-    SUMMARY+=("${name}: ok in ${dt}s")
-    STAGES+=("{\"name\": \"${name}\", \"status\": \"ok\", \"exit\": 0, \"seconds\": ${dt}}")
+    record "$name" "$rc" "$dt"
     echo "::: ${name}: ok in ${dt}s"
 }
 
@@ -103,15 +109,7 @@ collect_prepared() {
     echo "::: the other releases' setup, apply and verify (run beside the tests):"
     cat "$CI_DIR/prepare.log"
     while read -r name status seconds; do
-        if [[ $status -ne 0 ]]; then
-            SUMMARY+=("${name}: FAILED (exit ${status}) after ${seconds}s")
-            STAGES+=("{\"name\": \"${name}\", \"status\": \"failed\", \"exit\": ${status}, \"seconds\": ${seconds}}")
-            report failed
-            echo "::: CI failed in stage '${name}' (exit ${status})" >&2
-            exit "$status"
-        fi
-        SUMMARY+=("${name}: ok in ${seconds}s (beside the tests)")
-        STAGES+=("{\"name\": \"${name}\", \"status\": \"ok\", \"exit\": 0, \"seconds\": ${seconds}}")
+        record "$name" "$status" "$seconds" " (beside the tests)"
     done < "$CI_DIR/prepare.tsv"
     if [[ $rc -ne 0 ]]; then  # died without a record of its step
         report failed
@@ -124,8 +122,7 @@ stage "setup" make setup
 stage "apply" make apply
 stage "verify" make verify
 stage "check" make check
-rm -f "$CI_DIR"/prepare.tsv "$CI_DIR"/prepare.log
-touch "$CI_DIR/prepare.tsv"
+: > "$CI_DIR/prepare.tsv"
 PREP_PID=
 if [[ -n "$(other_releases)" ]]; then
     # its own process group (job control), so that a failing test stage stops it all

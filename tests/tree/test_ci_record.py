@@ -32,7 +32,14 @@ if [[ "$*" == "${SLOW_STAGE:-}" ]]; then
     sleep 6
     echo "slow end: $*" >> "$MAKE_LOG"
 fi
-[[ "$*" == "${FAIL_STAGE:-}" ]] && exit 3
+if [[ "$*" == "${FAIL_STAGE:-}" ]]; then
+    # with a slow stage beside it: fail once that one has started (at most 10 s)
+    for _ in $(seq 100); do
+        [[ -z "${SLOW_STAGE:-}" ]] || grep -q "slow start" "$MAKE_LOG" && break
+        sleep 0.1
+    done
+    exit 3
+fi
 exit 0
 """
 
